@@ -1,0 +1,159 @@
+"""The `curate` command line. User errors print as plain messages (exit 2); bugs keep their traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curate.config import PipelineConfig, load_config
+from curate.errors import CurateError
+from curate.rundir import RunDir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+pool_app = typer.Typer(no_args_is_help=True, help="Pools: fetch DataComp metadata.")
+app.add_typer(pool_app, name="pool")
+err = Console(stderr=True)
+out = Console()
+
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="key.path=value overrides, e.g. download.processes=4")
+]
+PipelineFile = Annotated[Path, typer.Argument(help="pipeline YAML")]
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print CurateError as a message and exit 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CurateError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; finished shards are kept, run again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _not_yet(cfg: PipelineConfig) -> list[str]:
+    """Configured sections whose stages this version does not run yet (said, never silently skipped)."""
+    later = {
+        "embed": cfg.embed,
+        "strategies": cfg.strategies or None,
+        "train": cfg.train,
+        "evaluate": cfg.evaluate,
+    }
+    return [name for name, value in later.items() if value is not None]
+
+
+@app.command()
+@user_errors
+def run(file: PipelineFile, overrides: Overrides = None) -> None:
+    """Run a pipeline: every stage in order, resuming finished shards."""
+    from curate.runner import run_pipeline
+
+    cfg = load_config(file, overrides)
+    run_dir = RunDir(cfg.resolved_run_dir())
+    err.print(f"run directory: {run_dir.root}")
+    run_pipeline(cfg, run_dir, console=err)
+    pending = _not_yet(cfg)
+    if pending:
+        err.print(
+            f"note: {', '.join(pending)} configured; this version of curate runs the download stage only, "
+            "so these were not run"
+        )
+
+
+@app.command()
+@user_errors
+def download(
+    file: PipelineFile,
+    overrides: Overrides = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Re-attempt only the rows that failed to download.")
+    ] = False,
+) -> None:
+    """Run the download stage only (with --retry-failed: re-attempt failed rows of finished shards)."""
+    from curate.runner import run_pipeline
+    from curate.stages.download import DownloadStage
+
+    cfg = load_config(file, overrides)
+    run_dir = RunDir(cfg.resolved_run_dir())
+
+    def retrying(stage: Any) -> Any:
+        return DownloadStage(cfg, run_dir, retry_failed=True) if isinstance(stage, DownloadStage) else stage
+
+    run_pipeline(
+        cfg, run_dir, only=["download"], console=err, stage_filter=retrying if retry_failed else None
+    )
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML files")]) -> None:
+    """Check pipeline files; every problem of every file is reported (exit 1 if any)."""
+    bad = 0
+    for file in files:
+        try:
+            load_config(file)
+            out.print(f"[green]ok[/] {file}")
+        except CurateError as exc:
+            bad += 1
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def plan(file: PipelineFile, overrides: Overrides = None) -> None:
+    """Show the stages, what each reads and writes, and what is already done."""
+    from curate.runner import plan_status
+
+    cfg = load_config(file, overrides)
+    run_dir = RunDir(cfg.resolved_run_dir())
+    table = Table(title=f"{cfg.name} -> {run_dir.root}")
+    for col in ("stage", "reads", "writes", "shards done", "state"):
+        table.add_column(col)
+    for st in plan_status(cfg, run_dir):
+        state = (
+            "stale: settings changed, will rerun"
+            if st.stale
+            else ("done" if st.done == st.total else f"{st.total - st.done} to do")
+        )
+        table.add_row(st.name, st.reads, st.writes, f"{st.done}/{st.total}", state)
+    for name in _not_yet(cfg):
+        table.add_row(name, "", "", "", "configured; not in this version yet")
+    out.print(table)
+
+
+@pool_app.command("fetch")
+@user_errors
+def pool_fetch(
+    data_dir: Annotated[Path, typer.Argument(help="where metadata/ is written")],
+    scale: Annotated[str, typer.Option(help="small, medium, large, xlarge or datacomp_1b")] = "small",
+    npz: Annotated[bool, typer.Option(help="Also fetch the .npz embeddings (large).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Fetch again even if metadata/ exists.")] = False,
+) -> None:
+    """Download DataComp's CommonPool metadata from the Hugging Face hub (needs the network)."""
+    from curate.pools.fetch import fetch_metadata
+
+    path = fetch_metadata(scale, data_dir, npz=npz, overwrite=overwrite)
+    out.print(f"metadata in {path}")
+
+
+def main() -> None:
+    app(prog_name="curate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Turns a config into stages and runs them on Ray, with shard-level resume and a manifest.
+
+This is the only module that imports Ray. A stage's hash chains its own settings to the hash of the
+stage before it, so changing one stage's settings reruns that stage and every later one, nothing
+before. A shard counts as done when the manifest says so under the current hash and its outputs exist.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from curate.config import PipelineConfig, config_hash, dump_config
+from curate.errors import CurateError
+from curate.rundir import Manifest, RunDir, atomic_write_text, clear_stale_temps, now_iso
+from curate.stages.base import ShardResult, ShardTask, Stage
+
+# Environment every Ray worker gets (img2dataset imports albumentations, which phones home otherwise).
+WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "RAY_AUTH_MODE": "disabled"}
+
+
+class StageFailed(CurateError):
+    """Some shards of a stage failed; finished shards are kept and a rerun retries only the others."""
+
+
+def build_stages(cfg: PipelineConfig, run: RunDir) -> list[Stage]:
+    """The stages of a pipeline, in order. Later issues add embed, filter, reshard, train, evaluate."""
+    from curate.stages.download import DownloadStage
+
+    return [DownloadStage(cfg, run)]
+
+
+def stage_hashes(stages: list[Stage]) -> dict[str, str]:
+    """Each stage's hash: its settings chained to the previous stage's hash."""
+    hashes, prev = {}, ""
+    for stage in stages:
+        prev = config_hash(prev, stage.name, stage.settings())
+        hashes[stage.name] = prev
+    return hashes
+
+
+@dataclass
+class StageStatus:
+    name: str
+    config_hash: str
+    reads: str
+    writes: str
+    total: int
+    done: int
+    stale: bool  # recorded under another hash: will be cleared and rerun
+
+
+def plan_status(cfg: PipelineConfig, run: RunDir) -> list[StageStatus]:
+    """What `curate plan` shows: per stage, what it reads and writes and how much is already done."""
+    stages = build_stages(cfg, run)
+    hashes = stage_hashes(stages)
+    manifest = run.read_manifest()
+    out = []
+    for stage in stages:
+        stage.prepare()
+        tasks = stage.plan()
+        recorded = manifest.data["stages"].get(stage.name, {}).get("config_hash")
+        done = _done_ids(stage, manifest, hashes[stage.name], tasks)
+        reads, writes = stage.describe()
+        out.append(
+            StageStatus(
+                stage.name,
+                hashes[stage.name],
+                reads,
+                writes,
+                len(tasks),
+                len(done),
+                stale=recorded is not None and recorded != hashes[stage.name],
+            )
+        )
+    return out
+
+
+def _done_ids(stage: Stage, manifest: Manifest, h: str, tasks: list[ShardTask]) -> set[str]:
+    recorded = manifest.done_shards(stage.name, h)
+    return {t.shard_id for t in tasks if t.shard_id in recorded and _outputs_exist(stage, t.shard_id)}
+
+
+def _outputs_exist(stage: Stage, shard_id: str) -> bool:
+    return all(p.exists() for p in stage.shard_outputs(shard_id))
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    run: RunDir,
+    *,
+    only: list[str] | None = None,
+    console: Console | None = None,
+    stage_filter: Callable[[Stage], Stage] | None = None,
+) -> Manifest:
+    """Run every stage (or those named in `only`) in order; returns the final manifest."""
+    console = console or Console(stderr=True)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, dump_config(cfg))
+    stages = build_stages(cfg, run)
+    if stage_filter is not None:
+        stages = [stage_filter(s) for s in stages]
+    hashes = stage_hashes(stages)
+    manifest = run.read_manifest()
+    manifest.data["name"] = cfg.name
+    with RayExecutor(cfg) as executor:
+        for stage in stages:
+            if only and stage.name not in only:
+                continue
+            _run_stage(stage, hashes[stage.name], manifest, executor, console)
+    return manifest
+
+
+def _run_stage(stage: Stage, h: str, manifest: Manifest, executor: RayExecutor, console: Console) -> None:
+    t0 = time.time()
+    record = manifest.data["stages"].get(stage.name)
+    if record is None or record.get("config_hash") != h:
+        if record is not None:
+            console.print(f"[yellow]{stage.name}[/]: settings changed since the last run; redoing the stage")
+        for d in stage.output_dirs():
+            shutil.rmtree(d, ignore_errors=True)
+        record = manifest.reset_stage(stage.name, h)
+        manifest.save()
+    for d in stage.output_dirs():
+        clear_stale_temps(d)
+    stage.prepare()
+    tasks = stage.plan()
+    done = _done_ids(stage, manifest, h, tasks)
+    planned = {t.shard_id for t in tasks}
+    record["shards"] = {sid: rec for sid, rec in record["shards"].items() if sid in planned}
+    pending = [
+        t for t in tasks if t.shard_id not in done or stage.needs_rerun(record["shards"].get(t.shard_id, {}))
+    ]
+    if not pending:
+        console.print(f"[green]{stage.name}[/]: all {len(tasks)} shards already done")
+        if record.get("status") != "done":
+            _finish(stage, record, manifest, t0, 0.0, 0)
+        return
+    record.update(status="running", started=now_iso())
+    manifest.save()
+    failures: dict[str, str] = {}
+    items = 0
+    with stage.running(), _progress(console) as progress:
+        bar = progress.add_task(stage.name, total=sum(t.items for t in tasks), completed=0)
+        progress.update(bar, completed=sum(t.items for t in tasks if t.shard_id in done))
+        for task, outcome in executor.map(stage, pending):
+            if isinstance(outcome, ShardResult):
+                record["shards"][task.shard_id] = {
+                    "status": "done",
+                    "hash": h,
+                    "items": outcome.items,
+                    "seconds": round(outcome.seconds, 3),
+                    "node": outcome.node,
+                    "stats": outcome.stats,
+                }
+                items += outcome.items
+            else:
+                failures[task.shard_id] = outcome
+                record["shards"][task.shard_id] = {"status": "failed", "hash": h, "error": outcome}
+            manifest.save()
+            progress.update(bar, advance=task.items)
+    if failures:
+        record["status"] = "failed"
+        manifest.save()
+        first = sorted(failures.items())[:5]
+        raise StageFailed(
+            f"{stage.name}: {len(failures)} of {len(tasks)} shards failed; finished shards are kept, "
+            "run again to retry the failed ones",
+            [f"shard {sid}: {err}" for sid, err in first],
+        )
+    _finish(stage, record, manifest, t0, time.time() - t0, items)
+    counts = record.get("counts", {})
+    rate = record.get("throughput", {}).get("items_per_s", 0)
+    console.print(
+        f"[green]{stage.name}[/]: {len(pending)} shards, {items} {stage.items_label} in "
+        f"{time.time() - t0:.1f} s ({rate:.0f} {stage.items_label}/s); "
+        + ", ".join(f"{k} {v}" for k, v in counts.items() if not isinstance(v, dict))
+    )
+
+
+def _finish(
+    stage: Stage, record: dict[str, Any], manifest: Manifest, t0: float, seconds: float, items: int
+) -> None:
+    results = {
+        sid: rec.get("stats", {}) for sid, rec in record["shards"].items() if rec.get("status") == "done"
+    }
+    record["counts"] = stage.finish(results)
+    record["counts"]["shards"] = len(results)
+    record.update(status="done", finished=now_iso())
+    if items:
+        record["timings"] = {"seconds": round(seconds, 3), "shards_run": sum(1 for _ in results)}
+        record["throughput"] = {"items_per_s": round(items / seconds, 2) if seconds else None}
+    manifest.save()
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} items/s" if speed else "… items/s", style="cyan")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _run_task(stage: Stage, task: ShardTask) -> ShardResult:
+    """Runs in a Ray worker (or anywhere): one shard of one stage, timed."""
+    import ray
+
+    t0 = time.time()
+    stats = stage.run_shard(task)
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    return ShardResult(task.shard_id, task.items, stats, time.time() - t0, node)
+
+
+class RayExecutor:
+    """Maps a stage's shard function over shards with Ray tasks; starts Ray only when there is work."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+
+    def _init(self) -> None:
+        if self._started:
+            return
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        import ray
+
+        kwargs: dict[str, Any] = {
+            "address": self.cfg.ray.address,
+            "runtime_env": {"env_vars": WORKER_ENV},
+            "include_dashboard": False,
+            "logging_level": "WARNING",
+            "configure_logging": True,
+        }
+        if self.cfg.ray.address is None:
+            kwargs["num_cpus"] = self.cfg.ray.num_cpus
+            kwargs["num_gpus"] = self.cfg.ray.num_gpus
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise CurateError(
+                f"ray.address: cannot connect to the Ray cluster at '{self.cfg.ray.address}' ({exc}); "
+                "start it with `ray start --head` or set ray.address=null for a local Ray"
+            ) from None
+        self._started = True
+
+    def map(self, stage: Stage, tasks: list[ShardTask]) -> Iterator[tuple[ShardTask, ShardResult | str]]:
+        """Yield (task, result or error text) as shards finish, keeping at most the stage's cap in flight."""
+        self._init()
+        import ray
+
+        remote = ray.remote(_run_task).options(
+            num_cpus=stage.num_cpus, num_gpus=stage.num_gpus, max_retries=2, retry_exceptions=False
+        )
+        stage_ref = ray.put(stage)
+        cap = stage.max_concurrency() or len(tasks)
+        queue = list(tasks)
+        in_flight: dict[Any, ShardTask] = {}
+        while queue or in_flight:
+            while queue and len(in_flight) < cap:
+                task = queue.pop(0)
+                in_flight[remote.remote(stage_ref, task)] = task
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            task = in_flight.pop(ready[0])
+            try:
+                yield task, ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                yield task, f"{type(cause).__name__}: {cause}"
+            except ray.exceptions.RayError as exc:
+                yield task, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"

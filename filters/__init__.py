@@ -1,0 +1,1 @@
+"""Built-in filters, imported as `curate.filters` (one module per filter family)."""

@@ -10,13 +10,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from curate.config import PipelineConfig, load_config
 from curate.errors import CurateError
 from curate.rundir import RunDir
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Build CLIP training sets the DataComp way."
+)
 pool_app = typer.Typer(no_args_is_help=True, help="Pools: fetch DataComp metadata.")
 app.add_typer(pool_app, name="pool")
 err = Console(stderr=True)
@@ -28,6 +31,11 @@ Overrides = Annotated[
 PipelineFile = Annotated[Path, typer.Argument(help="pipeline YAML")]
 
 
+def _print_error(exc: CurateError) -> None:
+    """User text may hold [brackets]: escape it; never wrap, so each problem stays one line."""
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Print CurateError as a message and exit 2 instead of a traceback."""
 
@@ -36,7 +44,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CurateError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            _print_error(exc)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; finished shards are kept, run again to resume")
@@ -108,7 +116,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML fil
             out.print(f"[green]ok[/] {file}")
         except CurateError as exc:
             bad += 1
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            _print_error(exc)
     if bad:
         raise typer.Exit(1)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from curate.errors import ConfigError
 
@@ -22,8 +24,23 @@ SCALES = ("small", "medium", "large", "xlarge")
 EXEC_ONLY = {"exec_only": True}
 
 
+KeyPath = tuple[str, ...]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _show(value: Any) -> str:
+    """A value as an error message shows it: YAML's null/true/false, Python's repr, cut to one short line."""
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problems_error(problems: list[tuple[KeyPath, str]]) -> PydanticCustomError:
+    """One pydantic error carrying several (key path below the field, message) problems, each listed."""
+    summary = "; ".join(f"{'.'.join(path)}: {msg}" for path, msg in problems)
+    return PydanticCustomError("curate_problems", "{summary}", {"summary": summary, "problems": problems})
 
 
 # ---------------------------------------------------------------- pools
@@ -84,7 +101,9 @@ class DownloadConfig(Strict):
     retries: int = Field(2, ge=0)
     timeout: float = Field(10.0, gt=0, description="Seconds per connect/read (img2dataset's timeout).")
     url_deadline: float = Field(
-        60.0, gt=0, description="Wall-clock seconds one URL may take in all, so a trickling server cannot hang a shard."
+        60.0,
+        gt=0,
+        description="Wall-clock seconds one URL may take in all, so a trickling server cannot hang a shard.",
     )
     compute_hash: Literal["sha256", "md5", "sha512"] | None = "sha256"
     extract_exif: bool = True
@@ -120,36 +139,50 @@ class EmbedConfig(Strict):
     @field_validator("models")
     @classmethod
     def _unique_names(cls, models: list[EmbedModelConfig]) -> list[EmbedModelConfig]:
-        names = [m.name for m in models]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        first: dict[str, int] = {}
+        problems = []
+        for i, model in enumerate(models):
+            if model.name in first:
+                msg = f"model names must be unique; item {first[model.name]} has this name too"
+                problems.append(((str(i), "name"), f"{msg} (got {_show(model.name)})"))
+            first.setdefault(model.name, i)
+        if problems:
+            raise _problems_error(problems)
         return models
 
 
 # ---------------------------------------------------------------- strategies
 
 
-def check_filter_expr(expr: Any, where: str = "") -> list[str]:
-    """Structural check of a filter expression: all/any/not, a filter name, or {name: {params}}."""
-    here = where or "(expression)"
-    if isinstance(expr, str):
-        return [] if expr and expr not in ("all", "any", "not") else [f"{here}: '{expr}' is not a filter name"]
-    if not isinstance(expr, dict) or len(expr) != 1:
-        return [
-            f"{here}: expected one of {{all: [...]}}, {{any: [...]}}, {{not: ...}}, a filter name or "
-            f"{{filter_name: {{params}}}}; got {expr!r}"
-        ]
-    (key, value), = expr.items()
+_EXPR_FORMS = "{all: [...]}, {any: [...]}, {not: ...}, a filter name or {filter_name: {params}}"
+
+
+def _expr_problems(expr: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    """Problems of a filter expression: all/any/not, a filter name, or {name: {params}}."""
+    if isinstance(expr, str) and expr and expr not in ("all", "any", "not"):
+        return []
+    if not isinstance(expr, dict):
+        return [(path, f"must be one of {_EXPR_FORMS} (got {_show(expr)})")]
+    if len(expr) != 1:
+        msg = "must hold exactly one key (all, any, not or a filter name); combine filters with {all: [...]}"
+        return [(path, f"{msg} (got {_show(expr)})")]
+    ((key, value),) = expr.items()
+    here = (*path, str(key))
     if key in ("all", "any"):
         if not isinstance(value, list) or not value:
-            return [f"{here}.{key}: expected a non-empty list of filter expressions; got {value!r}"]
-        return [p for i, sub in enumerate(value) for p in check_filter_expr(sub, f"{here}.{key}[{i}]")]
+            return [(here, f"must be a non-empty list of filter expressions (got {_show(value)})")]
+        return [p for i, sub in enumerate(value) for p in _expr_problems(sub, (*here, str(i)))]
     if key == "not":
-        return check_filter_expr(value, f"{here}.not")
+        return _expr_problems(value, here)
     if value is not None and not isinstance(value, dict):
-        return [f"{here}.{key}: filter parameters must be a mapping; got {value!r}"]
+        return [(here, f"filter parameters must be a mapping (got {_show(value)})")]
     return []
+
+
+def check_filter_expr(expr: Any, where: str = "") -> list[str]:
+    """Structural check of a filter expression: 'key.path: problem' lines, none when it is well formed."""
+    problems = _expr_problems(expr, (where,) if where else ())
+    return [f"{'.'.join(path) or '(expression)'}: {msg}" for path, msg in problems]
 
 
 # ---------------------------------------------------------------- later stages
@@ -177,7 +210,9 @@ class EvaluateConfig(Strict):
 
 
 class RayConfig(Strict):
-    address: str | None = Field(None, description="null: start a local Ray; 'auto' or host:port: join a cluster.")
+    address: str | None = Field(
+        None, description="null: start a local Ray; 'auto' or host:port: join a cluster."
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
     num_gpus: int | None = Field(None, ge=0)
 
@@ -199,11 +234,12 @@ class PipelineConfig(Strict):
     def _check_strategies(cls, strategies: dict[str, Any]) -> dict[str, Any]:
         problems = []
         for name, expr in strategies.items():
-            if not name.replace("_", "").replace("-", "").isalnum():
-                problems.append(f"strategy name '{name}' may hold only letters, digits, '_' and '-'")
-            problems += check_filter_expr(expr, name)
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                msg = "strategy names may hold only letters, digits, '_' and '-'"
+                problems.append(((name,), f"{msg} (got {_show(name)})"))
+            problems += _expr_problems(expr, (name,))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise _problems_error(problems)
         return strategies
 
     def resolved_run_dir(self) -> Path:
@@ -239,47 +275,38 @@ def config_hash(*parts: Any) -> str:
 # ---------------------------------------------------------------- loading, errors, overrides
 
 
-def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map every key path of a YAML document to its 1-based line, for error messages."""
-    lines: dict[tuple[str, ...], int] = {}
+def _yaml_lines(text: str) -> tuple[dict[KeyPath, int], list[tuple[KeyPath, int, int]]]:
+    """Map every key path of a YAML document to its 1-based line; also list (path, line, first line)
+    of keys repeated in one mapping, which YAML loaders would otherwise silently collapse."""
+    lines: dict[KeyPath, int] = {}
+    repeated: list[tuple[KeyPath, int, int]] = []
 
-    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+    def walk(node: yaml.Node, path: KeyPath) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for key, value in node.value:
-                sub = (*path, str(key.value))
-                lines[sub] = key.start_mark.line + 1
+                sub, line = (*path, str(key.value)), key.start_mark.line + 1
+                if sub[-1] in seen:
+                    repeated.append((sub, line, seen[sub[-1]]))
+                seen.setdefault(sub[-1], line)
+                lines[sub] = line
                 walk(value, sub)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 lines[(*path, str(i))] = item.start_mark.line + 1
                 walk(item, (*path, str(i)))
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, ())
-    return lines
+    return lines, repeated
 
 
-_UNION_TAGS = {"datacomp", "parquet", "openclipart", "str", "list[str]", "literal['all']"}
-
-
-def _model_at(path: tuple[str, ...]) -> type[BaseModel] | None:
-    """The pydantic model a key path points into, to list its valid keys."""
-    model: Any = PipelineConfig
-    for part in path:
-        if model is None:
-            return None
-        field = model.model_fields.get(part) if isinstance(model, type) else None
-        if field is None:
-            if part.isdigit() and model is not None:
-                continue
-            return None
-        ann = field.annotation
-        model = _first_model(ann)
-    return model
+_POOLS: dict[Any, type[BaseModel]] = {
+    "datacomp": DatacompPoolConfig,
+    "parquet": ParquetPoolConfig,
+    "openclipart": OpenclipartPoolConfig,
+}
 
 
 def _first_model(ann: Any) -> type[BaseModel] | None:
@@ -292,45 +319,118 @@ def _first_model(ann: Any) -> type[BaseModel] | None:
     return None
 
 
-def _pool_model(source: Any) -> type[BaseModel] | None:
-    return {
-        "datacomp": DatacompPoolConfig,
-        "parquet": ParquetPoolConfig,
-        "openclipart": OpenclipartPoolConfig,
-    }.get(source)
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model a pydantic error location points into, to list its valid keys."""
+    model: type[BaseModel] | None = PipelineConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if model else None
+        if field is not None:
+            model = _first_model(field.annotation)
+        elif part in _POOLS:  # the member of the pool union that was tried
+            model = _POOLS[part]
+        elif not isinstance(part, int):  # list indices stay in the same model
+            return None
+    return model
 
 
-def _format_error(err: dict[str, Any], data: dict[str, Any], lines: dict[tuple[str, ...], int]) -> str:
-    loc = tuple(str(p) for p in err["loc"])
-    # Drop discriminator tags pydantic inserts into union locations (pool.openclipart.root -> pool.root).
-    if len(loc) >= 2 and loc[0] == "pool" and loc[1] in ("datacomp", "parquet", "openclipart"):
-        loc = (loc[0], *loc[2:])
-    key = ".".join(loc) if loc else "(top level)"
-    line = lines.get(loc) or lines.get(loc[:-1]) if loc else None
-    where = f"line {line}: " if line else ""
-    etype = err["type"]
+def _clean_loc(loc: tuple[Any, ...], etype: str, data: Any) -> tuple[KeyPath, int | None]:
+    """The key path of an error location, without the union member names pydantic puts in it
+    (pool.parquet.paths -> pool.paths); also how long the path was where a union member was named."""
+    path: list[str] = []
+    union_at = None
+    node = data
+    for i, part in enumerate(loc):
+        if i == 1 and loc[0] == "pool":  # the pool member tried, named by its source
+            union_at = 1
+            continue
+        in_data = isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int)
+        if in_data or (i == len(loc) - 1 and etype in ("missing", "extra_forbidden")):
+            path.append(str(part))
+            node = node[part] if in_data else None
+        elif part != "[key]":
+            union_at = len(path)
+    return tuple(path), union_at
+
+
+_MESSAGES = {
+    "missing": "required key is missing",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "invalid_key": "key must be a string",
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "too_short": "must hold at least {min_length} item(s)",
+    "union_tag_invalid": "must be one of {expected_tags}",
+    "union_tag_not_found": "required key is missing; valid: " + ", ".join(map(repr, _POOLS)),
+}
+_PATTERNS = {
+    r"^[a-z][a-z0-9_]*$": "must be a lowercase letter followed by lowercase letters, digits or '_'",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "must be a letter or digit followed by letters, digits, '_', '.' or '-'",
+}
+
+
+def _message(err: dict[str, Any]) -> str:
+    """What is wrong, without the key path and the value."""
+    etype, ctx, loc = err["type"], err.get("ctx", {}), err["loc"]
     if etype == "extra_forbidden":
-        parent = loc[:-1]
-        model = _model_at(parent)
-        if parent == ("pool",):
-            model = _pool_model(data.get("pool", {}).get("source")) or model
-        valid = [k for k in model.model_fields] if model else []
-        hint = difflib.get_close_matches(loc[-1], valid, n=1)
-        did = f" (did you mean '{hint[0]}'?)" if hint else ""
-        return f"{where}{key}: unknown key{did}; valid keys here: {', '.join(valid)}"
-    if etype == "missing":
-        return f"{where}{key}: required key is missing"
-    if etype == "union_tag_invalid":
-        ctx = err.get("ctx", {})
-        return f"{where}{key}: '{ctx.get('tag')}' is not a valid source; valid: {ctx.get('expected_tags')}"
-    if etype == "union_tag_not_found":
-        return f"{where}{key}: 'source' is required; valid: 'datacomp', 'parquet', 'openclipart'"
-    value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict | list) or len(repr(value)) < 80 else type(value).__name__
-    msg = err["msg"].removeprefix("Value error, ")
+        model = _model_at(loc[:-1])
+        valid = list(model.model_fields) if model else []
+        msg = "unknown key" + (f" for source '{loc[1]}'" if loc[0] == "pool" and len(loc) == 3 else "")
+        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        msg += f" (did you mean '{hint[0]}'?)" if hint else ""
+        return msg + (f"; valid keys here: {', '.join(valid)}" if valid else "")
     if etype == "literal_error":
-        msg = "must be one of " + err["ctx"]["expected"]
-    return f"{where}{key}: {msg} (got {shown})"
+        one = "," not in ctx["expected"] and " or " not in ctx["expected"]
+        return f"must be {'' if one else 'one of '}{ctx['expected']}"
+    if etype == "string_pattern_mismatch":
+        return _PATTERNS.get(ctx["pattern"], f"must match {ctx['pattern']}")
+    template = _MESSAGES.get(etype)
+    msg = template.format(**ctx) if template else err["msg"].removeprefix("Value error, ")
+    return f"key {msg.removeprefix('key ')}" if loc[-1:] == ("[key]",) else msg
+
+
+def _got(err: dict[str, Any]) -> str:
+    if err["type"] in ("missing", "extra_forbidden", "union_tag_not_found"):
+        return ""
+    value = err["input"]
+    if err["type"] == "union_tag_invalid":  # the input is the whole mapping; show its discriminator's value
+        value = value.get(err["ctx"]["discriminator"].strip("'"), err["ctx"]["tag"])
+    return f" (got {_show(value)})"
+
+
+def _validation_problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple[KeyPath, str]]:
+    """(key path, message) for every validation error; the attempts at each member of a union
+    (evaluate.tasks: 'all' or a list) become one message, unless one member got further."""
+    found: list[tuple[KeyPath, str]] = []
+    unions: dict[KeyPath, list[tuple[KeyPath, str, str]]] = {}
+    for err in exc.errors():
+        path, union_at = _clean_loc(err["loc"], err["type"], data)
+        if err["type"] == "curate_problems":
+            found += [((*path, *sub), msg) for sub, msg in err["ctx"]["problems"]]
+        elif err["type"].startswith("union_tag_"):
+            found.append(((*path, "source"), _message(err) + _got(err)))
+        elif union_at is None:
+            found.append((path, _message(err) + _got(err)))
+        else:
+            unions.setdefault(path[:union_at], []).append((path, _message(err), _got(err)))
+    for at, tries in unions.items():
+        deeper = [(path, msg + got) for path, msg, got in tries if len(path) > len(at)]
+        msgs = [msg for _, msg, _ in tries]
+        merged = " or ".join([msgs[0], *(msg.removeprefix("must be ") for msg in msgs[1:])])
+        found += deeper or [(at, merged + tries[0][2])]
+    return found
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -338,42 +438,66 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}': expected key.path=value, e.g. download.processes=4")
     key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".")]
-    if not key.strip() or any(not p for p in parts):
-        raise ConfigError(f"override '{text}': empty key path")
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"override '{text}': empty key in key path '{key.strip()}'")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc.__class__.__name__})") from None
+        raise ConfigError(f"override '{text}': value is not valid YAML: {_yaml_problem(exc)}") from None
     return parts, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set key paths in the raw YAML data; unknown keys are then caught by validation like any other."""
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override '{text}': '{'.'.join(parts[: i + 1])}' is not a list index")
-                node = node[int(part)]
-                continue
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{text}': '{'.'.join(parts[:i])}' is not a mapping")
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-        last = parts[-1]
+def _apply_override(data: dict[str, Any], text: str) -> None:
+    """Set one key path in the raw YAML data; unknown keys are then caught by validation like any other."""
+    parts, value = parse_override(text)
+    node: Any = data
+    for i, part in enumerate(parts):
+        here, parent = ".".join(parts[: i + 1]), ".".join(parts[:i])
         if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise ConfigError(f"override '{text}': '{last}' is not an index of that list")
-            node[int(last)] = value
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override '{text}': {here}: no such item ({parent} has {len(node)})")
+            key: Any = int(part)
         elif isinstance(node, dict):
-            node[last] = value
+            key = part
+            if i < len(parts) - 1 and node.get(part) is None:
+                node[part] = {}
         else:
-            raise ConfigError(f"override '{text}': '{'.'.join(parts[:-1])}' is not a mapping")
+            raise ConfigError(f"override '{text}': {here}: {parent} holds no keys (got {_show(node)})")
+        if i == len(parts) - 1:
+            node[key] = value
+        node = node[key]
+
+
+def _apply_all(data: dict[str, Any], overrides: list[str]) -> list[tuple[int, str]]:
+    """Apply every override that can be; (index, message) for each that cannot."""
+    problems = []
+    for i, text in enumerate(overrides):
+        try:
+            _apply_override(data, text)
+        except ConfigError as exc:
+            problems.append((i, exc.message))
+    return problems
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set key paths in the raw YAML data (ConfigError listing every override that cannot be applied)."""
+    problems = [msg for _, msg in _apply_all(data, overrides)]
+    if problems:
+        raise ConfigError(f"{len(problems)} bad override{'s' if len(problems) > 1 else ''}", problems)
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong in a YAML text; tags that would build Python objects are refused, never run."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    tag = re.search(r"constructor for the tag '([^']*)'", problem)
+    if tag:
+        name = tag[1].replace("tag:yaml.org,2002:", "!!")
+        return (
+            f"YAML tag '{name}' is not allowed (a pipeline holds plain YAML values; tags are never executed)"
+        )
+    return "invalid YAML: " + ", ".join(filter(None, [getattr(exc, "context", None), problem]))
 
 
 def read_yaml(path: Path) -> tuple[dict[str, Any], str]:
@@ -388,36 +512,56 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        line = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError(
-            f"{path}: {line}unsupported YAML tag ({exc.problem}); only plain YAML is allowed"
-        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: {line}invalid YAML: {problem}") from None
+        raise ConfigError(f"{path}: {line}{_yaml_problem(exc)}") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty; a pipeline needs at least 'name' and 'pool'")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys like 'name:' (got {_show(data)})")
     return data, text
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Load, override and validate a pipeline YAML; all problems are raised together as ConfigError."""
+    """Load, override and validate a pipeline YAML; all problems are raised together as ConfigError,
+    each as 'line N: key.path: what is wrong (got VALUE)' (or naming the override that set the key)."""
     path = Path(path)
     data, text = read_yaml(path)
-    data = apply_overrides(data, list(overrides or []))
+    lines, repeated = _yaml_lines(text)
+    overrides = list(overrides or [])
+    problems = [
+        (line, f"line {line}: {'.'.join(p)}: key appears twice (first on line {first})")
+        for p, line, first in repeated
+    ]
+    after_file = max(lines.values(), default=0) + 1  # override problems are listed after the file's
+    failed = _apply_all(data, overrides)
+    problems += [(after_file + i, msg) for i, msg in failed]
+    applied = [text for i, text in enumerate(overrides) if i not in dict(failed)]
     try:
-        return PipelineConfig.model_validate(data)
+        cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        lines = _yaml_lines(text)
-        problems = [_format_error(e, data, lines) for e in exc.errors()]
+        for key, msg in _validation_problems(exc, data):
+            override = _override_of(key, applied, lines)
+            line = next((lines[key[:i]] for i in range(len(key), 0, -1) if key[:i] in lines), 0)
+            where = f"override '{override}': " if override else f"line {line}: " if line else ""
+            order = after_file + overrides.index(override) if override else line
+            problems.append((order, f"{where}{'.'.join(key) or '(top level)'}: {msg}"))
+    if problems:
         n = len(problems)
-        raise ConfigError(f"{path}: {n} problem{'s' if n > 1 else ''}", problems) from None
+        problems.sort(key=lambda problem: problem[0])
+        raise ConfigError(f"{path}: {n} problem{'s' if n > 1 else ''}", [msg for _, msg in problems])
+    return cfg
+
+
+def _override_of(key: KeyPath, overrides: list[str], lines: dict[KeyPath, int]) -> str | None:
+    """The last override that set `key`, or that made the part of its path the file does not have."""
+    new = next((key[:i] for i in range(1, len(key) + 1) if key[:i] not in lines), None)
+    for text in reversed(overrides):
+        target = tuple(text.split("=", 1)[0].strip().split("."))
+        if key[: len(target)] == target or (new and target[: len(new)] == new):
+            return text
+    return None
 
 
 def dump_config(cfg: PipelineConfig) -> str:

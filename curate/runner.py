@@ -241,7 +241,8 @@ class RayExecutor:
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
-        self._started = False
+        self._started = False  # we started Ray, so we shut it down
+        self._ready = False
 
     def __enter__(self) -> RayExecutor:
         return self
@@ -253,11 +254,14 @@ class RayExecutor:
             ray.shutdown()
 
     def _init(self) -> None:
-        if self._started:
+        if self._ready:
             return
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         import ray
 
+        if ray.is_initialized():  # the caller (a notebook, a test) already holds a Ray: use it, leave it up
+            self._ready = True
+            return
         kwargs: dict[str, Any] = {
             "address": self.cfg.ray.address,
             "runtime_env": {"env_vars": WORKER_ENV},
@@ -275,7 +279,7 @@ class RayExecutor:
                 f"ray.address: cannot connect to the Ray cluster at '{self.cfg.ray.address}' ({exc}); "
                 "start it with `ray start --head` or set ray.address=null for a local Ray"
             ) from None
-        self._started = True
+        self._started = self._ready = True
 
     def map(self, stage: Stage, tasks: list[ShardTask]) -> Iterator[tuple[ShardTask, ShardResult | str]]:
         """Yield (task, result or error text) as shards finish, keeping at most the stage's cap in flight."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tarfile
 import time
@@ -236,7 +237,7 @@ def download_shard(
 
 
 def _key(index: int, row: int, dl: Any) -> str:
-    oom_sample = max(1, len(str(dl.number_sample_per_shard - 1)))
+    oom_sample = math.ceil(math.log10(dl.number_sample_per_shard))  # img2dataset's compute_key
     return f"{index * 10**oom_sample + row:0{oom_sample + dl.oom_shard_count}d}"
 
 

@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from curate.config import PipelineConfig, config_hash, dump_config
-from curate.errors import CurateError
+from curate.errors import CurateError, PreflightError
 from curate.rundir import Manifest, RunDir, atomic_write_text, clear_stale_temps, now_iso
 from curate.stages.base import ShardResult, ShardTask, Stage
 
@@ -110,11 +110,14 @@ def run_pipeline(
 ) -> Manifest:
     """Run every stage (or those named in `only`) in order; returns the final manifest."""
     console = console or Console(stderr=True)
-    run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, dump_config(cfg))
     stages = build_stages(cfg, run)
     if stage_filter is not None:
         stages = [stage_filter(s) for s in stages]
+    problems = [p for stage in stages if not only or stage.name in only for p in stage.preflight()]
+    if problems:  # before anything is written, the run directory included
+        raise PreflightError(f"{cfg.name}: cannot start", problems)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, dump_config(cfg))
     hashes = stage_hashes(stages)
     manifest = run.read_manifest()
     manifest.data["name"] = cfg.name

@@ -62,6 +62,10 @@ class Stage(ABC):
     def run_shard(self, task: ShardTask) -> dict[str, Any]:
         """Process one shard, writing its outputs atomically; returns its stats (JSON-able)."""
 
+    def preflight(self) -> list[str]:
+        """Problems that must stop the run before any work or any write (missing inputs); cheap."""
+        return []
+
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """One-time driver-side work before planning (e.g. building a pool table)."""
 

@@ -10,6 +10,7 @@ place. A shard's sample keys are `10^4 * shard + row` as in DataComp, so they st
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.config import PipelineConfig, settings_for_hash
+from curate.errors import PreflightError
 from curate.pools import Pool, PoolPart, make_pool
 from curate.rundir import RunDir, atomic_write_json, staging_dir
 from curate.stages.base import ShardTask, Stage
@@ -88,10 +90,11 @@ class DownloadStage(Stage):
     def max_concurrency(self) -> int | None:
         return self.dl.processes
 
-    def prepare(self) -> None:
-        from curate.errors import PreflightError
+    def preflight(self) -> list[str]:
+        return self.pool.check()
 
-        problems = self.pool.check()
+    def prepare(self) -> None:
+        problems = self.preflight()
         if problems:
             raise PreflightError(f"pool ({self.cfg.pool.source}) cannot be used", problems)
         self.pool.prepare(self.run.pool)
@@ -208,8 +211,10 @@ def download_shard(
     with staging_dir(run.shards, shard_id) as tmp:
         t0 = time.time()
         fresh = _run_img2dataset(rows, urls, blur, index, dl, tmp)
-        attempted = {r["key"]: r for r in fresh}
+        fresh_tar = tmp / f"{shard_id}.tar"
         keys = [_key(index, i, dl) for i in range(rows.num_rows)]
+        pool_urls = dict(zip(keys, rows["url"].to_pylist(), strict=True))
+        attempted = {r["key"]: {**r, "url": pool_urls[r["key"]]} for r in fresh}  # not the loopback URL
         final, members = [], {}
         for i, key in enumerate(keys):
             if problems[i] is not None:
@@ -220,11 +225,11 @@ def download_shard(
             elif key in attempted:
                 final.append(attempted[key])
                 if attempted[key]["status"] == "success":
-                    members[key] = tmp / f"{shard_id}.tar"
+                    members[key] = fresh_tar
             else:  # img2dataset dropped it after an internal error (it only prints those)
                 final.append(_skipped_row(rows, i, key, "dropped by img2dataset after an internal error"))
                 final[-1]["status"] = "failed_to_download"
-        _write_tar(tmp / "out.tar", keys, members)
+        _write_tar(tmp / "out.tar", keys, members, json_urls={fresh_tar: pool_urls} if url_map else {})
         stats = _stats(final, t0, time.time())
         _write_shard_parquet(tmp / "out.parquet", fresh_schema_like(final), final)
         _write_metadata(tmp / "meta.parquet", rows, final)
@@ -333,8 +338,11 @@ def _write_shard_parquet(path: Path, columns: list[str], records: list[dict]) ->
     pq.write_table(table, path)
 
 
-def _write_tar(path: Path, keys: list[str], members: dict[str, Path]) -> None:
-    """Write the shard's samples in key order (deterministic bytes), streaming each member unchanged."""
+def _write_tar(
+    path: Path, keys: list[str], members: dict[str, Path], json_urls: dict[Path, dict[str, str]]
+) -> None:
+    """Write the shard's samples in key order (deterministic bytes), streaming each member unchanged,
+    except that samples fetched through a loopback rewrite get the pool's URL back in their json."""
     with contextlib.ExitStack() as stack:
         index: dict[str, list[tuple[tarfile.TarFile, tarfile.TarInfo]]] = {}
         for src in sorted(set(members.values())):
@@ -346,9 +354,16 @@ def _write_tar(path: Path, keys: list[str], members: dict[str, Path]) -> None:
         out = stack.enter_context(tarfile.open(path, "w", format=tarfile.USTAR_FORMAT))
         for key in keys:
             for tf, info in sorted(index.get(key, []), key=lambda m: m[1].name):
-                data = tf.extractfile(info)
+                data: Any = tf.extractfile(info)
+                size = info.size
+                urls = json_urls.get(Path(tf.name)) if tf.name else None
+                if urls and info.name.endswith(".json"):
+                    meta = json.loads(data.read())
+                    meta["url"] = urls[key]
+                    blob = json.dumps(meta, indent=4).encode()
+                    data, size = io.BytesIO(blob), len(blob)
                 clean = tarfile.TarInfo(info.name)
-                clean.size, clean.mode, clean.mtime = info.size, 0o644, 0
+                clean.size, clean.mode, clean.mtime = size, 0o644, 0
                 out.addfile(clean, data)
 
 

@@ -60,6 +60,36 @@ class Pool(ABC):
         return None
 
 
+class ScannedPool(Pool):
+    """A pool whose parts come from a scan of parquet footers; the scan is done once and cached."""
+
+    kind = "pool"
+    max_samples: int | None = None
+
+    def __init__(self) -> None:
+        self._parts: list[PoolPart] | None = None
+
+    @abstractmethod
+    def _scan(self) -> tuple[list[PoolPart], list[str]]:
+        """(parts sorted by stem, problems) from the files' footers only."""
+
+    def check(self) -> list[str]:
+        parts, problems = self._scan()
+        if not problems:
+            self._parts = parts
+        return problems
+
+    def parts(self) -> list[PoolPart]:
+        if self._parts is None:
+            parts, problems = self._scan()
+            if problems:
+                from curate.errors import CurateError
+
+                raise CurateError(f"pool: the {self.kind} has problems", problems)
+            self._parts = parts
+        return limit_parts(self._parts, self.max_samples)
+
+
 def limit_parts(parts: list[PoolPart], max_samples: int | None) -> list[PoolPart]:
     """Cut the part list so that it holds at most max_samples rows (pool.max_samples)."""
     if max_samples is None:

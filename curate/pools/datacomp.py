@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from curate.config import DatacompPoolConfig
 from curate.errors import CurateError
-from curate.pools.base import POOL_COLUMNS, Pool, PoolPart, limit_parts
+from curate.pools.base import POOL_COLUMNS, PoolPart, ScannedPool
 from curate.pools.parquet import (
     ColumnRule,
     full_path,
@@ -35,12 +35,15 @@ RULES: list[ColumnRule] = [
 SCALE_CHOICES = "{small,medium,large,xlarge,datacomp_1b}"
 
 
-class DatacompPool(Pool):
+class DatacompPool(ScannedPool):
     """Every non-hidden `*.parquet` file directly in pool.metadata is a part, in sorted stem order."""
 
+    kind = "DataComp metadata"
+
     def __init__(self, cfg: DatacompPoolConfig) -> None:
+        super().__init__()
         self.cfg = cfg
-        self._parts: list[PoolPart] | None = None
+        self.max_samples = cfg.max_samples
 
     def _missing_hint(self) -> str:
         meta = self.cfg.metadata.rstrip("/")
@@ -99,20 +102,6 @@ class DatacompPool(Pool):
             problems += schema_problems(path, schema, RULES)
             parts.append(PoolPart(_stem(path), path, num_rows))
         return sorted(parts, key=lambda p: p.stem), problems
-
-    def check(self) -> list[str]:
-        parts, problems = self._scan()
-        if not problems:
-            self._parts = parts
-        return problems
-
-    def parts(self) -> list[PoolPart]:
-        if self._parts is None:
-            parts, problems = self._scan()
-            if problems:
-                raise CurateError("pool: the DataComp metadata has problems", problems)
-            self._parts = parts
-        return limit_parts(self._parts, self.cfg.max_samples)
 
     def read(self, part: PoolPart, start: int, stop: int) -> pa.Table:
         table = read_rows(part.path, start, stop)

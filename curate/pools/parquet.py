@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from curate.config import ParquetPoolConfig
 from curate.errors import CurateError
-from curate.pools.base import POOL_COLUMNS, POOL_SCHEMA, Pool, PoolPart, limit_parts
+from curate.pools.base import POOL_COLUMNS, POOL_SCHEMA, PoolPart, ScannedPool
 
 GLOB_CHARS = "*?["
 FOOTER_THREADS = 16  # footers of remote files are latency-bound
@@ -180,12 +180,15 @@ def hash_uids(urls: pa.ChunkedArray | pa.Array, texts: pa.ChunkedArray | pa.Arra
 # ---------------------------------------------------------------- the pool
 
 
-class ParquetPool(Pool):
+class ParquetPool(ScannedPool):
     """Parquet files with a url and a text column (pool.paths: files, directories or globs)."""
 
+    kind = "parquet pool"
+
     def __init__(self, cfg: ParquetPoolConfig) -> None:
+        super().__init__()
         self.cfg = cfg
-        self._parts: list[PoolPart] | None = None
+        self.max_samples = cfg.max_samples
 
     def _files(self) -> tuple[list[tuple[str, str]], list[str]]:
         """(full path, stem) of every file in pool.paths order, duplicates removed, plus problems.
@@ -244,20 +247,6 @@ class ParquetPool(Pool):
             problems += schema_problems(path, schema, self._rules())
             parts.append(PoolPart(stem, path, num_rows))
         return sorted(parts, key=lambda p: p.stem), problems
-
-    def check(self) -> list[str]:
-        parts, problems = self._scan()
-        if not problems:
-            self._parts = parts
-        return problems
-
-    def parts(self) -> list[PoolPart]:
-        if self._parts is None:
-            parts, problems = self._scan()
-            if problems:
-                raise CurateError("pool: the parquet pool has problems", problems)
-            self._parts = parts
-        return limit_parts(self._parts, self.cfg.max_samples)
 
     def read(self, part: PoolPart, start: int, stop: int) -> pa.Table:
         cfg = self.cfg

@@ -152,7 +152,7 @@ def _run_stage(stage: Stage, h: str, manifest: Manifest, executor: RayExecutor, 
     if not pending:
         console.print(f"[green]{stage.name}[/]: all {len(tasks)} shards already done")
         if record.get("status") != "done":
-            _finish(stage, record, manifest, t0, 0.0, 0)
+            _finish(stage, record, manifest, 0.0, 0, 0)
         return
     record.update(status="running", started=now_iso())
     manifest.save()
@@ -186,7 +186,7 @@ def _run_stage(stage: Stage, h: str, manifest: Manifest, executor: RayExecutor, 
             "run again to retry the failed ones",
             [f"shard {sid}: {err}" for sid, err in first],
         )
-    _finish(stage, record, manifest, t0, time.time() - t0, items)
+    _finish(stage, record, manifest, time.time() - t0, items, len(pending))
     counts = record.get("counts", {})
     rate = record.get("throughput", {}).get("items_per_s", 0)
     console.print(
@@ -197,7 +197,7 @@ def _run_stage(stage: Stage, h: str, manifest: Manifest, executor: RayExecutor, 
 
 
 def _finish(
-    stage: Stage, record: dict[str, Any], manifest: Manifest, t0: float, seconds: float, items: int
+    stage: Stage, record: dict[str, Any], manifest: Manifest, seconds: float, items: int, shards_run: int
 ) -> None:
     results = {
         sid: rec.get("stats", {}) for sid, rec in record["shards"].items() if rec.get("status") == "done"
@@ -206,7 +206,7 @@ def _finish(
     record["counts"]["shards"] = len(results)
     record.update(status="done", finished=now_iso())
     if items:
-        record["timings"] = {"seconds": round(seconds, 3), "shards_run": sum(1 for _ in results)}
+        record["timings"] = {"seconds": round(seconds, 3), "shards_run": shards_run}
         record["throughput"] = {"items_per_s": round(items / seconds, 2) if seconds else None}
     manifest.save()
 

@@ -231,7 +231,7 @@ def download_shard(
                 final[-1]["status"] = "failed_to_download"
         _write_tar(tmp / "out.tar", keys, members, json_urls={fresh_tar: pool_urls} if url_map else {})
         stats = _stats(final, t0, time.time())
-        _write_shard_parquet(tmp / "out.parquet", fresh_schema_like(final), final)
+        _write_shard_parquet(tmp / "out.parquet", _column_order(final), final)
         _write_metadata(tmp / "meta.parquet", rows, final)
         os.replace(tmp / "out.tar", paths.tar)
         os.replace(tmp / "out.parquet", paths.parquet)
@@ -323,7 +323,7 @@ def _skipped_row(rows: pa.Table, i: int, key: str, reason: str) -> dict[str, Any
     }
 
 
-def fresh_schema_like(records: list[dict]) -> list[str]:
+def _column_order(records: list[dict]) -> list[str]:
     """Column order of the shard parquet: img2dataset's, with any column seen in some record."""
     order: list[str] = []
     for r in records:
@@ -370,7 +370,7 @@ def _write_tar(
 def _stats(final: list[dict], t0: float, t1: float) -> dict[str, Any]:
     status = Counter(r["status"] for r in final)
     reasons = Counter(
-        r["error_message"] or "success" if r["status"] != "success" else "success" for r in final
+        "success" if r["status"] == "success" else r["error_message"] or r["status"] for r in final
     )
     return {
         "count": len(final),
@@ -415,7 +415,3 @@ def _write_metadata(path: Path, rows: pa.Table, final: list[dict]) -> None:
         table.schema.get_field_index("original_height"), "original_height", pa.array(oh, pa.int64())
     )
     pq.write_table(table, path)
-
-
-def read_stats(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

@@ -76,6 +76,7 @@ def test_every_fault_is_counted_with_its_reason(tmp_path: Path, fault_server: Fa
 
     written = json.loads((run.shards / "00000000_stats.json").read_text())
     assert written["successes"] == 6 and written["status_dict"]["success"] == 6
+    assert sum(written["status_dict"].values()) == len(urls), "every row has exactly one reason"
     leftovers = [p.name for p in run.shards.iterdir() if p.name.startswith(".")]
     assert leftovers == [], "staging directories are removed"
 

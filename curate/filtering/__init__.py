@@ -1,0 +1,1 @@
+"""The filter machinery: the Filter contract, the registry, metadata access, composition, apply."""

@@ -56,8 +56,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _not_yet(cfg: PipelineConfig) -> list[str]:
     """Configured sections whose stages this version does not run yet (said, never silently skipped)."""
     later = {
-        "embed": cfg.embed,
-        "strategies": cfg.strategies or None,
         "train": cfg.train,
         "evaluate": cfg.evaluate,
     }
@@ -77,8 +75,8 @@ def run(file: PipelineFile, overrides: Overrides = None) -> None:
     pending = _not_yet(cfg)
     if pending:
         err.print(
-            f"note: {', '.join(pending)} configured; this version of curate runs the download stage only, "
-            "so these were not run"
+            f"note: {', '.join(pending)} configured, but this version of curate does not run "
+            "those stages yet, so they were not run"
         )
 
 
@@ -157,6 +155,54 @@ def pool_fetch(
 
     path = fetch_metadata(scale, data_dir, npz=npz, overwrite=overwrite)
     out.print(f"metadata in {path}")
+
+
+@app.command("filter")
+@user_errors
+def filter_cmd(
+    metadata: Annotated[str, typer.Option(help="DataComp metadata directory (local path or fsspec URL).")],
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="A filter name (basic_filter), a strategy of pipelines/datacomp_small.yaml "
+            "(clip_score_l14_30), a YAML file with one expression, PIPELINE.yaml:NAME, or inline YAML "
+            "('{clip_score: {model: l14, fraction: 0.3}}')."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Subset file to write (.npy, DataComp format).")],
+    fit_dir: Annotated[
+        Path | None, typer.Option(help="Where pool-wide fits are kept (default: <out>.fit next to --out).")
+    ] = None,
+    decisions: Annotated[
+        Path | None, typer.Option(help="Also write per-part decisions (uid, keep, reasons) here.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: one per CPU).")] = None,
+) -> None:
+    """Filter a DataComp metadata directory with one strategy into a subset file (as DataComp's baselines)."""
+    from curate.filtering.standalone import filter_metadata, resolve_strategy
+
+    name, expr = resolve_strategy(strategy)
+    summary = filter_metadata(
+        metadata,
+        name,
+        expr,
+        out,
+        fit_dir=fit_dir,
+        workers=workers,
+        decisions=decisions,
+        log=lambda msg: err.print(escape(msg), highlight=False),
+    )
+    table = Table(title=f"{name}: {summary['count']:,} of {summary['rows']:,} rows kept -> {out}")
+    for col in ("step", "removed alone", "removed in sequence", "left"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for step in summary["funnel"]:
+        table.add_row(
+            escape(step["step"]),
+            f"{step['removed_alone']:,}",
+            f"{step['removed_in_sequence']:,}",
+            f"{step['left']:,}",
+        )
+    err.print(table)
 
 
 def main() -> None:

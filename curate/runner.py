@@ -34,15 +34,26 @@ from curate.stages.base import ShardResult, ShardTask, Stage
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "RAY_AUTH_MODE": "disabled"}
 
 
+Outcome = tuple[ShardTask, ShardResult | str]  # a shard's result, or its error as text
+
+
 class StageFailed(CurateError):
     """Some shards of a stage failed; finished shards are kept and a rerun retries only the others."""
 
 
 def build_stages(cfg: PipelineConfig, run: RunDir) -> list[Stage]:
-    """The stages of a pipeline, in order. Later issues add embed, filter, reshard, train, evaluate."""
+    """The stages of a pipeline, in order. Later issues add reshard, train, evaluate."""
     from curate.stages.download import DownloadStage
+    from curate.stages.embed import EmbedStage
 
-    return [DownloadStage(cfg, run)]
+    stages: list[Stage] = [DownloadStage(cfg, run)]
+    if cfg.embed is not None:
+        stages.append(EmbedStage(cfg, run))
+    if cfg.strategies:  # last of download, embed, filter: it reads what they wrote
+        from curate.stages.filter import FilterStage
+
+        stages.append(FilterStage(cfg, run))
+    return stages
 
 
 def stage_hashes(stages: list[Stage]) -> dict[str, str]:
@@ -284,11 +295,15 @@ class RayExecutor:
             ) from None
         self._started = self._ready = True
 
-    def map(self, stage: Stage, tasks: list[ShardTask]) -> Iterator[tuple[ShardTask, ShardResult | str]]:
+    def map(self, stage: Stage, tasks: list[ShardTask]) -> Iterator[Outcome]:
         """Yield (task, result or error text) as shards finish, keeping at most the stage's cap in flight."""
         self._init()
         import ray
 
+        stage.place(float(ray.cluster_resources().get("GPU", 0)))
+        if stage.uses_actors:
+            yield from self._map_actors(stage, tasks)
+            return
         remote = ray.remote(_run_task).options(
             num_cpus=stage.num_cpus, num_gpus=stage.num_gpus, max_retries=2, retry_exceptions=False
         )
@@ -304,8 +319,53 @@ class RayExecutor:
             task = in_flight.pop(ready[0])
             try:
                 yield task, ray.get(ready[0])
-            except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                yield task, f"{type(cause).__name__}: {cause}"
             except ray.exceptions.RayError as exc:
-                yield task, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                yield task, _error_text(exc)
+
+    def _map_actors(self, stage: Stage, tasks: list[ShardTask]) -> Iterator[Outcome]:
+        """Long-lived workers, one per GPU (or CPU), each loading its models once, fed shard by shard."""
+        import ray
+
+        resources = ray.cluster_resources()
+        unit = "GPU" if stage.num_gpus else "CPU"
+        per = stage.num_gpus or stage.num_cpus
+        slots = int(resources.get(unit, 1) // per) or 1
+        count = min(len(tasks), stage.max_concurrency() or slots, slots)
+        worker = ray.remote(_StageWorker).options(
+            num_cpus=stage.num_cpus, num_gpus=stage.num_gpus, max_restarts=1, max_task_retries=1
+        )
+        idle = [worker.remote(stage) for _ in range(count)]
+        queue = list(tasks)
+        in_flight: dict[Any, tuple[ShardTask, Any]] = {}
+        while queue or in_flight:
+            while queue and idle:
+                actor, task = idle.pop(), queue.pop(0)
+                in_flight[actor.run.remote(task)] = (task, actor)
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            task, actor = in_flight.pop(ready[0])
+            idle.append(actor)
+            try:
+                yield task, ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                yield task, _error_text(exc)
+        for actor in idle:
+            ray.kill(actor)
+
+
+class _StageWorker:
+    """A Ray actor around one stage: `setup()` once (models loaded), then shards one after another."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        stage.setup()
+
+    def run(self, task: ShardTask) -> ShardResult:
+        return _run_task(self.stage, task)
+
+
+def _error_text(exc: Exception) -> str:
+    """A failed shard's error as one line: the stage's own exception when there is one."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -41,6 +41,7 @@ class Stage(ABC):
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     items_label: str = "samples"
+    uses_actors: bool = False  # True: long-lived workers that call setup() once (model loading)
 
     @abstractmethod
     def settings(self) -> Any:
@@ -82,6 +83,12 @@ class Stage(ABC):
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
         return totals
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Once per worker process before its first shard (actor stages): load models and the like."""
+
+    def place(self, cluster_gpus: float) -> None:  # noqa: B027 - optional hook
+        """Adapt resource needs to the cluster (e.g. GPU workers when it has GPUs); driver side."""
 
     def needs_rerun(self, record: dict[str, Any]) -> bool:
         """Whether a shard recorded as done must run again anyway (e.g. `download --retry-failed`)."""

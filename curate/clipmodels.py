@@ -117,6 +117,7 @@ class ClipModel:
     """One loaded model with what embedding needs: its towers, tokenizer and preprocessing settings."""
 
     name: str
+    arch: str
     model: Any
     preprocess: Any  # open_clip's own PIL -> tensor transform (the reference for the GPU path)
     tokenizer: Any
@@ -227,6 +228,7 @@ def load_clip(spec: EmbedModelConfig, device: str = "cpu", bf16: bool | None = N
     size = size[0] if isinstance(size, tuple | list) else size
     return ClipModel(
         name=spec.name,
+        arch=spec.arch,
         model=model,
         preprocess=preprocess,
         tokenizer=open_clip.get_tokenizer(spec.arch),

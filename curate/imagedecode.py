@@ -20,7 +20,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 TENSOR_RESIZE_MODES = ("shortest", "squash")
 
 
-def decode_pil(data: bytes) -> Image.Image:
+def decode_pil(data: bytes | memoryview) -> Image.Image:
     """Decode fully now (PIL is lazy), so a corrupt image fails here with a reason, not later."""
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -34,8 +34,19 @@ def _pil_to_tensor(image: Image.Image) -> Any:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-def decode_tensors(datas: list[bytes], device: str) -> tuple[list[Any], list[str | None]]:
-    """uint8 (3,H,W) tensors on `device` (None where undecodable) and an error text per image."""
+def _writable(data: bytes | memoryview) -> memoryview | bytearray:
+    """torch.frombuffer shares writable buffers (no copy) and warns on read-only ones."""
+    return data if isinstance(data, memoryview) and not data.readonly else bytearray(data)
+
+
+def decode_tensors(
+    datas: list[bytes | memoryview], device: str, counters: dict[str, int] | None = None
+) -> tuple[list[Any], list[str | None]]:
+    """uint8 (3,H,W) tensors on `device` (None where undecodable) and an error text per image.
+
+    `counters` (optional) counts the slow paths taken: batches split after an error, PIL decodes.
+    """
+    counters = counters if counters is not None else {}
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -43,10 +54,11 @@ def decode_tensors(datas: list[bytes], device: str) -> tuple[list[Any], list[str
     errors: list[str | None] = [None] * len(datas)
     jpegs = [i for i, d in enumerate(datas) if d[:3] == JPEG_MAGIC]
     if jpegs:
-        raw = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in jpegs]
+        raw = [torch.frombuffer(_writable(datas[i]), dtype=torch.uint8) for i in jpegs]
         try:
             decoded = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one bad image fails the whole batch: find it, decode the rest one by one
+            counters["decode_batch_splits"] = counters.get("decode_batch_splits", 0) + 1
             decoded = []
             for r in raw:
                 try:
@@ -57,6 +69,7 @@ def decode_tensors(datas: list[bytes], device: str) -> tuple[list[Any], list[str
             out[i] = tensor
     for i, data in enumerate(datas):
         if out[i] is None:  # not a JPEG, or one nvJPEG/libjpeg refused: PIL decides
+            counters["decode_pil"] = counters.get("decode_pil", 0) + 1
             try:
                 out[i] = _pil_to_tensor(decode_pil(data)).to(device, non_blocking=True)
             except Exception as exc:  # noqa: BLE001 - any decoder error is a per-image reason

@@ -1,0 +1,39 @@
+"""The tensor decode path against open_clip's own preprocessing, on real images; errors as reasons."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from curate.imagedecode import TensorPreprocess, decode_pil, decode_tensors
+from tests.embed_fixtures import clipart_jpegs, tiny_model
+
+
+def test_tensor_path_matches_open_clip_preprocess() -> None:
+    m = tiny_model()
+    datas = clipart_jpegs(24)
+    png = io.BytesIO()
+    Image.open(io.BytesIO(datas[0])).save(png, "PNG")  # a non-JPEG goes through PIL
+    datas.append(png.getvalue())
+    ref = torch.stack([m.preprocess(decode_pil(d)) for d in datas])
+    images, errors = decode_tensors(datas, "cpu")
+    assert errors == [None] * len(datas)
+    got = TensorPreprocess(m.image_size, m.mean, m.std, m.resize_mode)(images, torch.float32)
+    levels = (got - ref).abs() * torch.tensor(m.std).view(1, 3, 1, 1) * 255  # in 0-255 pixel levels
+    assert float(levels.mean()) < 0.5 and float(levels.max()) <= 32
+    cos = (m.encode_images(got) * m.encode_images(ref)).sum(1)
+    assert cos.min() > 0.9999
+
+
+def test_undecodable_bytes_get_a_reason_and_the_rest_still_decode() -> None:
+    good = clipart_jpegs(2)
+    truncated = good[0][:200]
+    garbage = b"\xff\xd8\xff" + b"not a jpeg at all" * 10
+    images, errors = decode_tensors([good[0], truncated, garbage, b"", good[1]], "cpu")
+    assert images[0] is not None and images[4] is not None
+    assert [e is None for e in errors] == [True, False, False, False, True]
+    assert all(e.startswith("undecodable image: ") for e in errors[1:4])
+    assert np.array_equal(images[0].numpy(), decode_tensors([good[0]], "cpu")[0][0].numpy())

@@ -46,7 +46,7 @@ class EmbedStage(Stage):
     """Download shards -> npz embeddings + CLIP score columns in the metadata parts."""
 
     name = "embed"
-    items_label = "images"
+    items_label = "rows"
     uses_actors = True
 
     def __init__(self, cfg: PipelineConfig, run: RunDir) -> None:
@@ -134,6 +134,7 @@ class EmbedStage(Stage):
     def finish(self, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         totals = super().finish(results)
         totals.pop("seconds", None)
+        totals["image_seconds"] = round(totals.get("image_seconds", 0.0), 3)
         return totals
 
 

@@ -266,7 +266,9 @@ def main() -> None:
         pq.write_table(pq.read_table(warm[1]).select(["key", "status", "text"]), warm[1])
         t0 = time.time()
         for tar, meta in shards:
-            embed_shard(tar, meta, meta.with_suffix(".npz"), [model], batch_size=batch, tokenizer_pool=pool)
+            last = embed_shard(
+                tar, meta, meta.with_suffix(".npz"), [model], batch_size=batch, tokenizer_pool=pool
+            )
         e2e = args.images / (time.time() - t0)
         row = {
             "device": args.device,
@@ -278,6 +280,8 @@ def main() -> None:
             "model_only_image_text_img_s": round(ceiling["image+text"], 1),
             "ratio_to_model_only": round(e2e / ceiling["image+text"], 3),
             "ratio_to_image_tower": round(e2e / ceiling["image"], 3),
+            "decode_threads": int(os.environ.get("CURATE_DECODE_THREADS", "2")),
+            "last_shard": last,
         }
         if args.parity:
             row.update(parity(arch, args.device, shards[0]))

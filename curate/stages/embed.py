@@ -35,6 +35,7 @@ from curate.rundir import RunDir, atomic_write_bytes
 from curate.stages.base import ShardTask, Stage
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+DECODE_THREADS = int(os.environ.get("CURATE_DECODE_THREADS", "2"))  # GPU path: batches decoded at once
 SCHEMA_KEY = b"curate.embed.columns"  # parquet metadata: the columns this stage wrote (replaced on rerun)
 
 
@@ -134,7 +135,8 @@ class EmbedStage(Stage):
     def finish(self, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         totals = super().finish(results)
         totals.pop("seconds", None)
-        totals["image_seconds"] = round(totals.get("image_seconds", 0.0), 3)
+        for key in ("image_seconds", "text_seconds"):
+            totals[key] = round(totals.get(key, 0.0), 3)
         return totals
 
 
@@ -252,7 +254,7 @@ def _image_batches(
     def decode(chunk: list[tuple[int, Any]]) -> tuple[ImageBatch, list[str | None]]:
         return _decode_chunk(chunk, models, tensor_path, counters, local)
 
-    with ThreadPoolExecutor(2 if tensor_path else 1) as pool:
+    with ThreadPoolExecutor(DECODE_THREADS if tensor_path else 1) as pool:
         window: deque = deque()
         for chunk in chunks:
             window.append(pool.submit(decode, chunk))
@@ -430,6 +432,7 @@ def embed_shard(
                 x = m.model.encode_image(batch.pixels[m.name].to(device, m.dtype))
                 img[m.name][idx] = torch.nn.functional.normalize(x.float(), dim=-1)
         seen[batch.rows] = True
+    _sync(device)
     image_s = time.time() - decode_s
     from curate.clipmodels import encode_text_trimmed
 
@@ -438,6 +441,8 @@ def embed_shard(
             for m in models:
                 x = encode_text_trimmed(m.model, tokens[m.name].to(device))
                 txt[m.name][start : start + x.shape[0]] = torch.nn.functional.normalize(x.float(), dim=-1)
+    _sync(device)
+    text_s = time.time() - decode_s - image_s
     for i in np.flatnonzero(~seen):
         if errors[i] is None:
             errors[i] = "no image in the tar"
@@ -459,9 +464,18 @@ def embed_shard(
         "no_image": int(sum(1 for e in errors if e and not e.startswith("undecodable"))),
         "undecodable": int(sum(1 for e in errors if e and e.startswith("undecodable"))),
         "image_seconds": round(image_s, 3),
+        "text_seconds": round(text_s, 3),
         **counters,
         "seconds": round(time.time() - t0, 3),
     }
+
+
+def _sync(device: str) -> None:
+    """Wait for queued GPU work, so phase timings measure work done, not work queued."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def _nan_buffer(n: int, model: ClipModel, device: str) -> Any:

@@ -11,8 +11,10 @@ case "$what" in demo|test|install) ;; *) echo "usage: bash install.sh demo|test|
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: the openclipart demo pool (+ python3-venv where missing).
-debs=(openclipart-png openclipart-svg)
+# Debian packages: the openclipart demo pool, WordNet 3.0 for the text_based filter (+ python3-venv
+# where missing).
+debs=(openclipart-png openclipart-svg wordnet-base wordnet-sense-index)
+debs+=(protobuf-compiler libprotobuf-dev)  # gcld3 (the laion2b filter's language ID) builds against them
 python3 -c "import venv, ensurepip" 2>/dev/null || debs+=(python3-venv)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -28,7 +30,7 @@ if [ ! -x "$venv/bin/python" ]; then
   else python3 -m venv --system-site-packages "$venv"; fi
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install -q -e ".[dev]"
+"$venv/bin/python" -m pip install -q -e ".[dev,laion2b]"  # gcld3 builds from source (~45 s)
 
 export NO_ALBUMENTATIONS_UPDATE=1 RAY_AUTH_MODE=disabled
 case "$what" in

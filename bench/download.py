@@ -49,15 +49,27 @@ def main() -> None:
     rerun_wall, _, _ = timed_run(cmd)
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["download"]
     counts = stage["counts"]
-    print(json.dumps({
-        "pipeline": pipeline, "overrides": overrides, "samples": counts["count"],
-        "successes": counts["successes"], "success_rate": counts["success_rate"],
-        "failed_to_download": counts["failed_to_download"], "failed_to_resize": counts["failed_to_resize"],
-        "skipped": counts["skipped"], "top_errors": counts["top_errors"],
-        "wall_s": round(wall, 1), "stage_s": stage["timings"]["seconds"],
-        "images_per_s_stage": stage["throughput"]["items_per_s"],
-        "peak_rss_gib_process_tree": round(peak / 2**30, 2), "noop_rerun_s": round(rerun_wall, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "pipeline": pipeline,
+                "overrides": overrides,
+                "samples": counts["count"],
+                "successes": counts["successes"],
+                "success_rate": counts["success_rate"],
+                "failed_to_download": counts["failed_to_download"],
+                "failed_to_resize": counts["failed_to_resize"],
+                "skipped": counts["skipped"],
+                "top_errors": counts["top_errors"],
+                "wall_s": round(wall, 1),
+                "stage_s": stage["timings"]["seconds"],
+                "images_per_s_stage": stage["throughput"]["items_per_s"],
+                "peak_rss_gib_process_tree": round(peak / 2**30, 2),
+                "noop_rerun_s": round(rerun_wall, 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

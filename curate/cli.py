@@ -110,7 +110,14 @@ def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML fil
     bad = 0
     for file in files:
         try:
-            load_config(file)
+            cfg = load_config(file)
+            if cfg.strategies:  # filter names and parameters too, not only the expressions' shape
+                from curate.filtering.compose import parse_strategies
+
+                try:
+                    parse_strategies(cfg.strategies)
+                except CurateError as exc:
+                    raise CurateError(f"{file}: {exc.message}", exc.problems) from None
             out.print(f"[green]ok[/] {file}")
         except CurateError as exc:
             bad += 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from curate.errors import ConfigError
@@ -118,6 +118,11 @@ class DownloadConfig(Strict):
     )
     processes: int = Field(16, ge=1, json_schema_extra=EXEC_ONLY)
     threads: int = Field(128, ge=1, json_schema_extra=EXEC_ONLY)
+    subset: str | None = Field(
+        None,
+        description="A strategy (under strategies) run over the pool's own metadata before download; "
+        "only the rows it keeps are downloaded.",
+    )
 
 
 # ---------------------------------------------------------------- embed
@@ -241,6 +246,15 @@ class PipelineConfig(Strict):
         if problems:
             raise _problems_error(problems)
         return strategies
+
+    @model_validator(mode="after")
+    def _check_download_subset(self) -> PipelineConfig:
+        name = self.download.subset
+        if name is not None and name not in self.strategies:
+            have = ", ".join(self.strategies) or "none are defined"
+            msg = f"must name a strategy under strategies (strategies: {have}) (got {_show(name)})"
+            raise _problems_error([(("download", "subset"), msg)])
+        return self
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name

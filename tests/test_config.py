@@ -29,7 +29,8 @@ UNKNOWN_PROCESSES = "unknown key (did you mean 'processes'?); valid keys here: "
 DOWNLOAD_KEYS = (
     "image_size, resize_mode, resize_only_if_bigger, encode_format, encode_quality, number_sample_per_shard, "
     "oom_shard_count, retries, timeout, url_deadline, compute_hash, extract_exif, blur_faces, "
-    "disallowed_header_directives, user_agent_token, max_image_pixels, max_image_bytes, processes, threads"
+    "disallowed_header_directives, user_agent_token, max_image_pixels, max_image_bytes, processes, threads, "
+    "subset"
 )
 POOL_SOURCES = "'datacomp', 'parquet', 'openclipart'"
 

@@ -4,7 +4,8 @@ A filter is a small class (one short file in `filters/`, or any importable `modu
 which parquet columns and npz embeddings it needs, validates its YAML parameters with a pydantic
 model, and answers `apply(batch) -> Verdict`. Filters that need the whole pool first (a fraction cut,
 k-means centroids, a dedup index) set `needs_fit = True` and implement `fit(pool, out_dir)` once;
-its result is saved under `fit/<strategy>/<node>/` and read back by `load(fit_dir)` in each worker.
+its result is saved under `fit/<filter>-<params hash>/` (shared by every strategy that uses the same
+filter and parameters) and read back by `load(fit_dir)` in each worker.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class Filter(ABC):
     def preflight(self) -> list[str]:
         """Problems that must stop the run before any work: missing asset files, missing models."""
         return []
+
+    def wants_fit(self) -> bool:
+        """Whether this instance needs `fit` (e.g. clip_score only in fraction mode)."""
+        return self.needs_fit
 
     def fit(self, pool: MetadataSource, out_dir: Path) -> None:
         """Pool-wide step (only when `needs_fit`): compute and save state into `out_dir`."""

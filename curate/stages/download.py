@@ -73,31 +73,50 @@ class DownloadStage(Stage):
         self.cfg = cfg
         self.dl = cfg.download
         self.run = run
-        self.pool: Pool = make_pool(cfg.pool)
+        self.base_pool: Pool = make_pool(cfg.pool)
+        self.pool: Pool = self.base_pool  # with download.subset: only the rows that strategy keeps
         self.retry_failed = retry_failed
         self.url_map: dict[str, str] = {}
 
     def settings(self) -> Any:
         pool = settings_for_hash(self.cfg.pool)
-        return {"pool": pool, "download": settings_for_hash(self.dl)}
+        out = {"pool": pool, "download": settings_for_hash(self.dl)}
+        if self.dl.subset:  # what the subset strategy is decides which rows are downloaded
+            out["subset_strategy"] = self.cfg.strategies[self.dl.subset]
+        return out
 
     def output_dirs(self) -> list[Path]:
+        if self.dl.subset:
+            from curate.filtering.presubset import presubset_dir
+
+            return [self.run.shards, self.run.metadata, presubset_dir(self.run)]
         return [self.run.shards, self.run.metadata]
 
     def describe(self) -> tuple[str, str]:
-        return (f"pool ({self.cfg.pool.source})", "shards/NNNNNNNN.{tar,parquet,_stats.json}, metadata/")
+        only = f", only subset {self.dl.subset}" if self.dl.subset else ""
+        reads = f"pool ({self.cfg.pool.source}){only}"
+        return (reads, "shards/NNNNNNNN.{tar,parquet,_stats.json}, metadata/")
 
     def max_concurrency(self) -> int | None:
         return self.dl.processes
 
     def preflight(self) -> list[str]:
-        return self.pool.check()
+        problems = self.base_pool.check()
+        if not problems and self.dl.subset:
+            from curate.filtering.presubset import presubset_problems
+
+            problems = presubset_problems(self.cfg, self.base_pool)
+        return problems
 
     def prepare(self) -> None:
         problems = self.preflight()
         if problems:
             raise PreflightError(f"pool ({self.cfg.pool.source}) cannot be used", problems)
-        self.pool.prepare(self.run.pool)
+        self.base_pool.prepare(self.run.pool)
+        if self.dl.subset:  # the strategy over the pool's own metadata; parts already decided are reused
+            from curate.filtering.presubset import select_before_download
+
+            self.pool = select_before_download(self.cfg, self.run, self.base_pool)
 
     def plan(self) -> list[ShardTask]:
         size, tasks, index = self.dl.number_sample_per_shard, [], 0

@@ -26,9 +26,9 @@ from pydantic import Field, field_validator
 from curate.errors import CurateError
 from curate.filtering.array_files import load_matrix
 from curate.filtering.base import Batch, Filter, FilterParams, Verdict
-from curate.filtering.dedup import COS_SLACK, atomic_save
+from curate.filtering.dedup import COS_SLACK
 from curate.filtering.pool_arrays import read_part
-from curate.rundir import atomic_write_json
+from curate.rundir import atomic_write_json, atomic_write_with
 
 if TYPE_CHECKING:
     from curate.filtering.metadata import MetadataSource
@@ -91,7 +91,7 @@ class Decontaminate(Filter):
                     f"{self.name}: eval embeddings have dim {x.shape[1]} but the pool's '{key}' has dim "
                     f"{pool_dim} (metadata part {pool.stems[0]}); embed the eval images with that model"
                 )
-        atomic_save(out_dir / "eval.npz", lambda f: np.savez(f, x=x, source=source, row=row))
+        atomic_write_with(out_dir / "eval.npz", lambda f: np.savez(f, x=x, source=source, row=row))
         atomic_write_json(out_dir / "summary.json", {"embedding": key, "dim": x.shape[1], "files": files})
 
     def load(self, fit_dir: Path) -> None:

@@ -8,18 +8,14 @@ and of which worker sees which part.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pyarrow as pa
 
 from curate.errors import CurateError
+from curate.rundir import atomic_write_with
 from curate.uids import UID_DTYPE, array_to_uids, as_uid_array, uids_to_array
 
 # Cosines are compared as `cos >= threshold - COS_SLACK`. Two float32 copies of one unit vector can
@@ -28,25 +24,8 @@ from curate.uids import UID_DTYPE, array_to_uids, as_uid_array, uids_to_array
 COS_SLACK = 1e-5
 
 
-def atomic_save(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through `write(f)` to a temp name in the same directory, fsync, then os.replace: a
-    killed fit leaves the old file or none, never a half-written one (stale temps start with '.')."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def save_npy(path: Path, arr: np.ndarray) -> None:
-    atomic_save(path, lambda f: np.save(f, arr, allow_pickle=False))
+    atomic_write_with(path, lambda f: np.save(f, arr, allow_pickle=False))
 
 
 def sort_uids(uids: np.ndarray) -> np.ndarray:
@@ -103,7 +82,7 @@ class RemovedSet:
 
     def save(self, out_dir: Path) -> None:
         arrays = {"uid": self.uid, "keeper": self.keeper, "score": self.score}
-        atomic_save(out_dir / self.FILE, lambda f: np.savez(f, **arrays))
+        atomic_write_with(out_dir / self.FILE, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, fit_dir: Path, filter_name: str) -> RemovedSet:

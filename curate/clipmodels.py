@@ -129,6 +129,13 @@ class ClipModel:
     device: str
     dtype: Any
 
+    @property
+    def embed_dim(self) -> int:
+        """Width of the joint embedding space (from one caption: works for every open_clip model)."""
+        if not hasattr(self, "_embed_dim"):
+            self._embed_dim = int(self.encode_texts([""]).shape[-1])
+        return self._embed_dim
+
     def encode_images(self, pixels: Any) -> np.ndarray:
         """(B,3,S,S) normalised pixels -> L2-normalised float32 embeddings."""
         import torch

@@ -481,10 +481,7 @@ def _sync(device: str) -> None:
 def _nan_buffer(n: int, model: ClipModel, device: str) -> Any:
     import torch
 
-    dim = int(model.model.text_projection.shape[-1]) if hasattr(model.model, "text_projection") else None
-    if dim is None:
-        dim = int(model.model.encode_text(model.tokenizer([""]).to(device)).shape[-1])
-    return torch.full((n, dim), float("nan"), dtype=torch.float32, device=device)
+    return torch.full((n, model.embed_dim), float("nan"), dtype=torch.float32, device=device)
 
 
 def _without_our_columns(table: pa.Table) -> pa.Table:

@@ -15,21 +15,9 @@ from curate.config import DatacompPoolConfig
 from curate.errors import CurateError
 from curate.pools import POOL_COLUMNS, POOL_SCHEMA, make_pool
 from curate.pools.datacomp import DatacompPool
+from tests.metadata_parts import SCHEMA
 
-# DataComp's released schema (reference §1.3)
-DC_SCHEMA = pa.schema(
-    [
-        ("uid", pa.string()),
-        ("url", pa.string()),
-        ("text", pa.string()),
-        ("original_width", pa.int64()),
-        ("original_height", pa.int64()),
-        ("clip_b32_similarity_score", pa.float32()),
-        ("clip_l14_similarity_score", pa.float32()),
-        ("face_bboxes", pa.list_(pa.list_(pa.float32()))),
-        ("sha256", pa.string()),
-    ]
-)
+DC_SCHEMA = SCHEMA  # DataComp's released schema (reference §1.3)
 EXTRAS = DC_SCHEMA.names[5:]
 STEMS = [
     "7f000000000000000000000000000000",

@@ -212,6 +212,130 @@ def filter_cmd(
     err.print(table)
 
 
+@app.command("sql")
+@user_errors
+def sql_cmd(
+    query: Annotated[
+        str | None,
+        typer.Argument(help="SQL text, a .sql file, or a named query (funnel, sql/funnel.sql); see --list."),
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run", help="A run directory.")] = None,
+    metadata: Annotated[
+        str | None, typer.Option(help="A plain DataComp metadata directory (a `samples` view only).")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE for a named query's $NAME (repeatable).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, csv, parquet or json (one object per line).")
+    ] = "table",
+    out_file: Annotated[Path | None, typer.Option("--out", help="File for csv/parquet/json output.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown in the terminal table.")] = 50,
+    list_queries: Annotated[bool, typer.Option("--list", help="List the named queries and exit.")] = False,
+) -> None:
+    """DuckDB SQL over a run's tables: samples, shards, decisions, subsets, eval, stages (read-only)."""
+    from curate import sql
+
+    if list_queries:
+        table = Table(title="named queries (sql/)")
+        for col in ("name", "parameters", "what it answers"):
+            table.add_column(col)
+        for name, q in sql.library().items():
+            table.add_row(name, ", ".join(f"{k}={v}" for k, v in q.params.items()), escape(q.description))
+        out.print(table)
+        return
+    if query is None:
+        raise CurateError("give a query: SQL text, a .sql file or a named query (curate sql --list)")
+    if fmt not in sql.FORMATS:
+        raise CurateError(f"--format {fmt}: must be one of {', '.join(sql.FORMATS)}")
+    if (fmt == "table") != (out_file is None):
+        raise CurateError("--out FILE goes with --format csv|parquet|json (the table format prints)")
+    q = sql.resolve_query(query)
+    given = dict(_key_value(p) for p in param or [])
+    params = sql.bind_params(q, given)
+    con, views = sql.connect(run_dir, metadata, wanted=q.text)
+    if out_file is not None:
+        n = sql.write_result(con, views, q, params, fmt, out_file)
+        err.print(f"{n:,} rows -> {out_file}")
+        return
+    columns, rows, more = sql.fetch_rows(con, views, q, params, limit)
+    table = Table(title=q.description or None, title_justify="left")
+    for col in columns:
+        table.add_column(escape(col), overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(sql.show_value(v)) for v in row))
+    out.print(table)
+    err.print(f"{len(rows)} rows" + (" shown (more exist; raise --limit or use --out)" if more else ""))
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_cmd(
+    arch: Annotated[str, typer.Option(help="open_clip architecture (e.g. ViT-B-32, curate-tiny-vit64).")],
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (open_clip's epoch_*.pt).")],
+    data_dir: Annotated[Path, typer.Option(help="Eval sets in DataComp's layout (curate evalsets fetch).")],
+    tasks: Annotated[
+        str, typer.Option(help="all (DataComp's 40 tasks) or comma-separated task keys (and extras).")
+    ] = "all",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: <checkpoint>.eval/ next to it).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Evaluate a checkpoint on DataComp's tasks: eval_results.jsonl (resumable) and scores.json."""
+    from curate.eval.evaluate import ModelInfo, evaluate_model
+    from curate.eval.tasks import get_task, select_tasks
+
+    selected = select_tasks(tasks, where="--tasks")
+    if not checkpoint.is_file():
+        raise CurateError(f"--checkpoint: file not found (got '{checkpoint}')")
+    if not data_dir.is_dir():
+        raise CurateError(f"--data-dir: directory not found (got '{data_dir}')")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise CurateError(f"--device: must be auto, cpu or cuda (got '{device}')")
+    target = out_dir or checkpoint.with_name(checkpoint.name + ".eval")
+    scores = evaluate_model(
+        ModelInfo(arch, str(checkpoint)),
+        data_dir,
+        target,
+        selected,
+        batch_size=batch_size,
+        device=device,
+        log=lambda msg: err.print(escape(msg), highlight=False, soft_wrap=True),
+    )
+    table = Table(title=f"{escape(arch)} {escape(str(checkpoint))}")
+    for col in ("task", "main metric", "value"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for key, entry in {**scores["tasks"], **scores["extra"]}.items():
+        value = entry["main_metric"]
+        task = get_task(key)
+        table.add_row(
+            escape(entry["dataset"]),
+            task.main_metric or "(unscored)",
+            f"{value:.4f}" if isinstance(value, float) else ("missing" if key in scores["missing"] else "-"),
+        )
+    for name, agg in scores["aggregates"].items():
+        value = agg["score"]
+        shown = f"{value:.4f}" if value is not None else "-"
+        partial = " (partial)" if agg["partial"] else ""
+        table.add_row(f"[bold]{escape(name)}[/]", f"covers {agg['covered']}", shown + partial)
+    out.print(table)
+    err.print(f"results in {escape(str(target))}", highlight=False, soft_wrap=True)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise CurateError(f"--param {text}: expected NAME=VALUE")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+from curate.cli_evalsets import make_evalsets_app  # noqa: E402
+
+app.add_typer(make_evalsets_app(user_errors, err, out), name="evalsets")
+
+
 def main() -> None:
     app(prog_name="curate")
 

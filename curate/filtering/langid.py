@@ -122,3 +122,14 @@ def cld3_english_mask(texts: Texts) -> np.ndarray:
         if text:
             is_en[i] = detector.FindLanguage(text=text.replace("\n", " ")).language == "en"
     return is_en[indices] if len(indices) else np.zeros(0, dtype=bool)
+
+
+def top_languages(texts: Texts, model_path: str | None = None) -> list[str | None]:
+    """fastText's top-1 language code per caption ('en', 'de', ...); None for null and empty captions."""
+    values, indices = _distinct(texts)
+    predict = _fasttext_model(model_path or default_model_path()).f.predict
+    langs: list[str | None] = []
+    for text in values:
+        top = predict(text.replace("\n", " ") + "\n", 1, 0.0, "strict") if text else None
+        langs.append(top[0][1].removeprefix("__label__") if top else None)
+    return [langs[i] for i in indices]

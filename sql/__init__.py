@@ -1,0 +1,1 @@
+"""Named DuckDB queries for `curate sql` (the .sql files beside this one), shipped as curate.sql_queries."""

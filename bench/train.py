@@ -1,0 +1,309 @@
+"""Training throughput: open_clip's real training loop on resharded JPEG shards vs the same step on
+random tensors already on the GPU (the model-only ceiling), in one run.
+
+    python bench/train.py all --data /tmp/bench_data --samples 120000 --workers 24
+    python bench/train.py gen --data DIR --samples N          # shards in the reshard layout
+    python bench/train.py synthetic --batch 4096              # model/optimizer/loss/autocast step only
+    python bench/train.py real --data DIR --gpus 1 --batch 4096 --steps 48 --workers 24
+
+`real` goes through curate's own path (curate.training.job.train -> launch -> entry ->
+open_clip_train.main.main; torchrun when --gpus > 1) with an unofficial ViT-B-32 scale whose global
+batch is --batch (DataComp small's 4096) and whose length is --steps optimiser steps. Its rate is the
+steady state read from open_clip's out.log (each log line holds the mean batch time of the steps since
+the previous line), so start-up, the first step and the final checkpoint are left out.
+`synthetic` builds the same model (grad checkpointing), AdamW groups, ClipLoss (local loss, gather
+with grad) and autocast, and times steps on random inputs that never leave the GPU.
+
+The JPEGs: `--distinct` different 512 px images (~35 KB at quality 85: a smooth random field plus
+noise), repeated under new keys and captions up to --samples; the loader decodes every sample, so
+repetition does not make decoding cheaper, and it keeps generation to seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import tarfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "red",
+    "blue",
+    "green",
+    "small",
+    "large",
+    "dog",
+    "cat",
+    "car",
+    "tree",
+    "house",
+    "street",
+    "city",
+    "beach",
+    "mountain",
+    "river",
+    "person",
+    "people",
+    "sunset",
+    "night",
+    "food",
+    "table",
+    "chair",
+    "window",
+    "sky",
+    "cloud",
+    "flower",
+    "bird",
+    "boat",
+]
+
+
+# ------------------------------------------------------------------ data
+
+
+def _jpeg(seed: int, size: int = 512, quality: int = 85) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
+    pixels = np.asarray(coarse, dtype=np.float32) + rng.normal(0, 4, (size, size, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
+
+
+def generate(data: Path, samples: int, per_shard: int = 10_000, distinct: int = 2_000) -> dict[str, Any]:
+    """Shards in the reshard layout (NNNNNNNN.tar with jpg/json/txt, _stats.json, meta.json)."""
+    t0 = time.time()
+    data.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        images = list(pool.map(_jpeg, range(distinct), chunksize=32))
+    rng = np.random.default_rng(0)
+    shards = math.ceil(samples / per_shard)
+    for shard in range(shards):
+        n = min(per_shard, samples - shard * per_shard)
+        with tarfile.open(data / f"{shard:08d}.tar", "w") as tf:
+            for row in range(n):
+                i = shard * per_shard + row
+                key = f"{shard:08d}{row:04d}"
+                caption = " ".join(rng.choice(WORDS, int(rng.integers(5, 15))))
+                _add(tf, f"{key}.jpg", images[int(rng.integers(distinct))])
+                _add(tf, f"{key}.json", json.dumps({"uid": f"{i:032x}", "caption": caption}).encode())
+                _add(tf, f"{key}.txt", caption.encode())
+        (data / f"{shard:08d}_stats.json").write_text(json.dumps({"count": n, "successes": n}))
+    meta = {"output_shard_count": shards, "output_shard_format": "{:08d}.tar"}
+    (data / "meta.json").write_text(json.dumps(meta))
+    mean_kb = sum(map(len, images)) / len(images) / 1024
+    return {
+        "samples": samples,
+        "shards": shards,
+        "mean_jpeg_kb": round(mean_kb, 1),
+        "seconds": time.time() - t0,
+    }
+
+
+# ------------------------------------------------------------------ synthetic
+
+
+def synthetic(
+    batch: int, steps: int = 20, warmup: int = 5, grad_ckpt: bool = True, model_name: str = "ViT-B-32"
+) -> dict[str, Any]:
+    """open_clip's train step (as open_clip_train.train does it) on random inputs on the GPU."""
+    import open_clip
+    import torch
+
+    from curate.clipmodels import BUILTIN_CONFIGS
+
+    open_clip.add_model_config(BUILTIN_CONFIGS)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    model, _, _ = open_clip.create_model_and_transforms(
+        model_name, precision="amp_bf16", device=device, output_dict=True
+    )
+    if grad_ckpt:
+        model.set_grad_checkpointing()
+    model.train()
+    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
+    named = list(model.named_parameters())
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if exclude(n, p) and p.requires_grad], "weight_decay": 0.0},
+            {"params": [p for n, p in named if not exclude(n, p) and p.requires_grad], "weight_decay": 0.2},
+        ],
+        lr=5e-4,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    loss_fn = open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=0, world_size=1)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else size
+    images = torch.randn(batch, 3, size, size, device=device)
+    texts = torch.randint(0, 49408, (batch, 77), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times = []
+    for i in range(warmup + steps):
+        sync()
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        with torch.amp.autocast(device_type=device, dtype=torch.bfloat16):
+            out = model(images, texts)
+            loss = loss_fn(**out)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+    del model, optimizer, images, texts
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "batch": batch,
+        "grad_ckpt": grad_ckpt,
+        "step_s": step,
+        "samples_per_s": batch / step,
+        "peak_gib": peak,
+    }
+
+
+# ------------------------------------------------------------------ real
+
+
+_LINE = re.compile(
+    r"Train Epoch: \d+ \[\s*(?P<done>\d+)/\d+ .*?Data \(t\): (?P<data>[\d.]+) Batch \(t\): (?P<batch>[\d.]+),"
+)
+
+
+def steady_rate(out_log: Path, global_batch: int) -> dict[str, Any]:
+    """Samples/s after the first logged step. open_clip logs the mean batch and data time of the steps
+    since its previous log line (its meters reset at every line), so each window's time is known."""
+    points = [(0, 0.0, 0.0)]
+    for line in out_log.read_text().splitlines():
+        m = _LINE.search(line)
+        if m:
+            points.append((int(m["done"]) // global_batch, float(m["batch"]), float(m["data"])))
+    pairs = zip(points[1:], points[2:], strict=False)
+    windows = [(b - a, avg * (b - a), data * (b - a)) for (a, _, _), (b, avg, data) in pairs]
+    steps = sum(w[0] for w in windows)
+    seconds = sum(w[1] for w in windows)
+    return {
+        "steps": steps,
+        "seconds": seconds,
+        "samples_per_s": steps * global_batch / seconds,
+        "step_s": seconds / steps,
+        "data_wait_s_per_step": sum(w[2] for w in windows) / steps,
+        "window_rates": [round(n * global_batch / t, 1) for n, t, _ in windows],
+    }
+
+
+def real(
+    data: Path, out: Path, gpus: int, batch: int, steps: int, workers: int, name: str, model: str = "ViT-B-32"
+) -> dict[str, Any]:
+    from curate.training.args import TrainSettings
+    from curate.training.job import train
+    from curate.training.scales import Scale
+
+    scale = Scale("bench", model, batch, 5e-4, 10, steps * batch, log_every_n_steps=8)
+    settings = TrainSettings(scale, num_checkpoints=1, precision="amp_bf16", workers=workers, gpus=gpus)
+    t0 = time.time()
+    info = train(str(data), out, name, settings, log=lambda m: print(f"  [{name}] {m}", flush=True))
+    rate = steady_rate(out / name / "out.log", batch)
+    return {
+        "gpus": gpus,
+        "per_gpu_batch": settings.per_gpu_batch,
+        "global_batch": batch,
+        "workers_per_gpu": workers,
+        "wall_s": time.time() - t0,
+        "samples_seen": info["samples_seen"],
+        **rate,
+    }
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["all", "gen", "synthetic", "real"])
+    ap.add_argument("--data", type=Path, default=Path("/tmp/bench_train_data"))
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench_train_out"))
+    ap.add_argument("--samples", type=int, default=120_000)
+    ap.add_argument("--distinct", type=int, default=2_000)
+    ap.add_argument("--batch", type=int, default=4096, help="global batch (DataComp small: 4096)")
+    ap.add_argument("--steps", type=int, default=48)
+    ap.add_argument("--workers", type=int, default=24, help="data loader workers per GPU")
+    ap.add_argument("--gpus", type=int, default=1)
+    ap.add_argument("--two-gpu-workers", type=int, default=14)
+    ap.add_argument("--name", default="real", help="experiment folder under --out")
+    ap.add_argument("--model", default="ViT-B-32", help="curate-tiny-vit64 to try the script on CPU")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args()
+    results: dict[str, Any] = {}
+    if args.what in ("all", "gen"):
+        results["data"] = generate(args.data, args.samples, distinct=args.distinct)
+        print("data:", results["data"], flush=True)
+    if args.what in ("all", "synthetic"):
+        results["synthetic"] = synthetic(args.batch, model_name=args.model)
+        print("synthetic:", results["synthetic"], flush=True)
+        plain = synthetic(1024, steps=10, grad_ckpt=False, model_name=args.model)
+        results["synthetic_1024_no_ckpt"] = plain
+        print("synthetic 1024 no ckpt:", plain, flush=True)
+    if args.what == "real":
+        results["real"] = real(
+            args.data, args.out, args.gpus, args.batch, args.steps, args.workers, args.name, args.model
+        )
+        print("real:", results["real"], flush=True)
+    if args.what == "all":
+        env1 = os.environ.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+        results["real_1gpu"] = real(
+            args.data, args.out, 1, args.batch, args.steps, args.workers, "real_1gpu", args.model
+        )
+        print("real 1 GPU:", results["real_1gpu"], flush=True)
+        if env1 is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = env1
+        import torch
+
+        if torch.cuda.device_count() >= 2:
+            results["real_2gpu"] = real(
+                args.data, args.out, 2, args.batch, args.steps, args.two_gpu_workers, "real_2gpu", args.model
+            )
+            print("real 2 GPUs (torchrun):", results["real_2gpu"], flush=True)
+        ratio = results["real_1gpu"]["samples_per_s"] / results["synthetic"]["samples_per_s"]
+        results["real_over_synthetic_1gpu"] = ratio
+        print(f"real / synthetic on one GPU: {ratio:.1%} (target >= 85%)", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

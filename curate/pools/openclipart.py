@@ -7,6 +7,10 @@ path (dc:title, dc:description, dc:subject keywords). These are noisy, alt-text-
 Image sizes come from the PNG header only; the largest file is 20990x29700 and is never decoded here.
 
 `prepare` builds `<workdir>/openclipart.parquet` once (about 2 s for the 8,121 Debian files).
+
+Holdout: about 5% of the images (chosen by a hash of the file's path, symlinks resolved, so every path to
+one file lands on the same side) are the `openclipart` evaluation task (curate/eval/generate.py) and are
+left out of the pool unless `holdout: false`. `is_held_out` is the one place that decides it.
 """
 
 from __future__ import annotations
@@ -165,6 +169,34 @@ def openclipart_uid(rel_png: str) -> str:
     return hashlib.sha256(f"openclipart:{rel_png.removesuffix('.png')}".encode()).hexdigest()[:32]
 
 
+# ---------------------------------------------------------------- evaluation holdout
+
+HOLDOUT_FRACTION = 0.05
+HOLDOUT_SALT = "curate-openclipart-eval-holdout-v1"  # changing it moves images between pool and eval set
+
+
+def holdout_key(png_root: str, rel: str) -> str:
+    """The path a holdout decision is made on: `rel` with symlinks resolved inside png_root, so a file and
+    every symlink to it are on the same side (Debian's 1,221 symlinked paths would otherwise put one image
+    in both the pool and the eval set). A link that leaves the root or dangles keeps its listed path.
+    Only the file itself is checked for being a link: scan_pngs never enters linked directories."""
+    path = os.path.join(png_root, *rel.split("/"))
+    if not os.path.islink(path):
+        return rel
+    root = os.path.realpath(png_root)
+    real = os.path.realpath(path)
+    if not real.startswith(root + os.sep) or not os.path.isfile(real):
+        return rel
+    return os.path.relpath(real, root).replace(os.sep, "/")
+
+
+def is_held_out(png_root: str, rel: str) -> bool:
+    """Whether the PNG at `rel` (relative to png_root) belongs to the evaluation holdout, not the pool.
+    A salted sha256 of the resolved path: stable across machines and runs, about HOLDOUT_FRACTION of files."""
+    digest = hashlib.sha256(f"{HOLDOUT_SALT}:{holdout_key(png_root, rel)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < HOLDOUT_FRACTION * 2**64
+
+
 # ---------------------------------------------------------------- table build
 
 
@@ -190,13 +222,15 @@ def _row(root: str, rel: str, caption: str) -> tuple:
             svg.title, svg.description, svg.keywords, svg.found)  # fmt: skip
 
 
-def build_table(root: str, caption: str) -> pa.Table:
-    """The pool table for an openclipart root (absolute), one row per PNG path in sorted order.
+def build_table(root: str, caption: str, holdout: bool = False) -> pa.Table:
+    """The pool table for an openclipart root (absolute), one row per PNG path in sorted order; with
+    `holdout`, the paths `is_held_out` reserves for evaluation are left out.
 
     Sequential on purpose: ~2 s for the 8,121 Debian files on 2 cores. Threads were slower (the XML
     parsing holds the GIL); a fork pool halves it but forking a Ray driver is unsafe, and spawn-started
     workers cost more in imports than they save."""
-    rels = scan_pngs(os.path.join(root, "png"))
+    png_root = os.path.join(root, "png")
+    rels = [r for r in scan_pngs(png_root) if not (holdout and is_held_out(png_root, r))]
     rows = [_row(root, rel, caption) for rel in rels]
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in TABLE_SCHEMA]
     return pa.Table.from_arrays(
@@ -229,7 +263,12 @@ class OpenclipartPool(Pool):
         self.table_path: Path | None = None
 
     def _settings(self) -> dict:
-        return {"version": FORMAT_VERSION, "root": self.root, "caption": self.cfg.caption}
+        return {
+            "version": FORMAT_VERSION,
+            "root": self.root,
+            "caption": self.cfg.caption,
+            "holdout": self.cfg.holdout,
+        }
 
     def check(self) -> list[str]:
         install = "apt-get install openclipart-png openclipart-svg (Debian/Ubuntu)"
@@ -265,7 +304,7 @@ class OpenclipartPool(Pool):
         except (OSError, ValueError):
             built = None
         if not (table_path.is_file() and isinstance(built, dict) and built.get("settings") == settings):
-            table = build_table(self.root, self.cfg.caption)
+            table = build_table(self.root, self.cfg.caption, holdout=self.cfg.holdout)
             if table.num_rows == 0:
                 raise PreflightError(f"pool.root: no .png files under '{os.path.join(self.cfg.root, 'png')}'")
             _atomic_write(table_path, lambda tmp: pq.write_table(table, tmp))

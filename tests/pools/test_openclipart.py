@@ -19,8 +19,10 @@ from curate.pools import POOL_COLUMNS, POOL_SCHEMA, make_pool
 from curate.pools.openclipart import (
     TABLE_SCHEMA,
     OpenclipartPool,
+    is_held_out,
     make_caption,
     png_size,
+    scan_pngs,
     svg_metadata,
 )
 
@@ -244,7 +246,7 @@ def test_check_messages(tmp_path: Path) -> None:
 def test_full_debian_root(tmp_path: Path) -> None:
     """The real 8,121 paths: built in seconds, the same uids every time."""
     start = time.perf_counter()
-    pool = pool_of(ROOT)
+    pool = pool_of(ROOT, holdout=False)
     pool.prepare(tmp_path / "a")
     elapsed = time.perf_counter() - start
     (part,) = pool.parts()
@@ -258,6 +260,33 @@ def test_full_debian_root(tmp_path: Path) -> None:
     widths, heights = table.column("original_width").to_pylist(), table.column("original_height").to_pylist()
     assert sum(max(w, h) > 4096 for w, h in zip(widths, heights, strict=True)) == 19
     assert elapsed < 30, f"building the openclipart table took {elapsed:.1f} s"
-    again = pool_of(ROOT)
+    again = pool_of(ROOT, holdout=False)
     again.prepare(tmp_path / "b")
     assert again.read(again.parts()[0], 0, 8121).equals(table)
+    held = [r for r in table.column("relpath").to_pylist() if is_held_out(str(ROOT / "png"), r)]
+    assert 300 < len(held) < 450, "about 5% of the paths (372) form the openclipart eval task"
+    # the default pool (holdout on) against the eval set: tests/eval/test_generate.py
+
+
+def test_holdout_leaves_out_a_file_and_its_symlinks(tmp_path: Path) -> None:
+    """A held-out clip art and a symlink to it (whose own path hashes either way) both leave the pool."""
+    png = str(ROOT / "png")
+    held = next(r for r in scan_pngs(png) if is_held_out(png, r) and not os.path.islink(os.path.join(png, r)))
+    kept = next(r for r in scan_pngs(png) if not is_held_out(png, r) and r.startswith("animals/"))
+    root = tmp_path / "root"
+    for rel in (held, kept):
+        for kind in ("png", "svg"):
+            dst = root / kind / (rel[: -len(".png")] + f".{kind}")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ROOT / kind / (rel[: -len(".png")] + f".{kind}"), dst)
+    link = next(f"zz/link{i}.png" for i in range(1000) if not is_held_out(png, f"zz/link{i}.png"))
+    (root / "png" / "zz").mkdir()
+    os.symlink(os.path.relpath(root / "png" / held, root / "png" / "zz"), root / "png" / link)
+    pool = pool_of(root)
+    pool.prepare(tmp_path / "w")
+    assert pool.read(pool.parts()[0], 0, 10).column("relpath").to_pylist() == [kept]
+    everything = pool_of(root, holdout=False)
+    everything.prepare(tmp_path / "w")  # the setting changed: the table is rebuilt
+    assert everything.read(everything.parts()[0], 0, 10).column("relpath").to_pylist() == sorted(
+        [held, kept, link]
+    )

@@ -21,6 +21,15 @@ from typing import IO, Any
 MANIFEST_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through `write(f)` so that readers see the old file or the whole new one, never a part:
     a temp name in the same directory, fsync, then rename (stale temps start with '.')."""
@@ -30,6 +39,7 @@ def atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), _FILE_MODE)  # mkstemp makes 0600; run files are as readable as any other
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

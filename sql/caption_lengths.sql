@@ -1,7 +1,14 @@
 -- Caption length breakdown: words and characters per caption, in buckets (null and empty counted apart).
+-- Words are whitespace-separated, as Python's str.split() counts them (DataComp's basic_filter).
 WITH measured AS (
-    SELECT text, CASE WHEN text IS NULL THEN -1 WHEN trim(text) = '' THEN 0
-                      ELSE len(string_split_regex(trim(text), '\s+')) END AS n_words
+    SELECT text,
+           CASE WHEN text IS NULL THEN -1
+                WHEN regexp_matches(text, '^\s*$') THEN 0
+                -- plain single-spaced text (most captions) is split cheaply; the rest by regex
+                WHEN NOT (contains(text, '  ') OR regexp_matches(text, '[\t\n\r\f\v]'))
+                    THEN len(string_split(trim(text), ' '))
+                ELSE len(string_split_regex(regexp_replace(text, '^\s+|\s+$', '', 'g'), '\s+'))
+           END AS n_words
     FROM samples
 )
 SELECT CASE WHEN n_words = -1 THEN 'null' WHEN n_words = 0 THEN 'empty'

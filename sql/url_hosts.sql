@@ -1,15 +1,23 @@
 -- Rows per URL host (the most frequent first), with each host's share of the pool.
 -- param: limit = 50
-WITH hosts AS (
+WITH raw AS (  -- the authority part, grouped first: the clean-up below then runs once per distinct value
     SELECT CASE WHEN url IS NULL THEN '(no url)'
-                WHEN starts_with(lower(url), 'file:') THEN '(local file)'
-                ELSE lower(split_part(split_part(split_part(split_part(url, '://', 2), '/', 1), '?', 1), ':', 1))
-           END AS host
+                WHEN url ILIKE 'file:%' THEN '(local file)'
+                ELSE split_part(split_part(url, '://', 2), '/', 1) END AS authority,
+           count(*) AS rows
     FROM samples
+    GROUP BY authority
+),
+hosts AS (
+    SELECT CASE WHEN authority LIKE '(%' THEN authority
+                ELSE coalesce(nullif(lower(regexp_replace(split_part(split_part(authority, '?', 1), '#', 1),
+                                                          '^.*@|:[0-9]*$', '', 'g')), ''), '(no host)')
+           END AS host,
+           rows
+    FROM raw
 )
-SELECT CASE WHEN host = '' THEN '(no host)' ELSE regexp_replace(host, '^.*@', '') END AS host,
-       sum(rows) AS rows, round(100.0 * sum(rows) / sum(sum(rows)) OVER (), 3) AS pct
-FROM (SELECT host, count(*) AS rows FROM hosts GROUP BY host)
-GROUP BY ALL
+SELECT host, sum(rows) AS rows, round(100.0 * sum(rows) / sum(sum(rows)) OVER (), 3) AS pct
+FROM hosts
+GROUP BY host
 ORDER BY rows DESC, host
 LIMIT $limit;

@@ -62,3 +62,11 @@ def pool_config(tmp_path: Path, pool_file: Path, **download: Any) -> PipelineCon
             "ray": {"num_cpus": 2},
         }
     )
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real run (download over loopback + filter), built once per session; treat as read-only."""
+    from tests.small_run import build_small_run
+
+    return build_small_run(tmp_path_factory.mktemp("small_run"))

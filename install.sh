@@ -15,6 +15,7 @@ sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # where missing).
 debs=(openclipart-png openclipart-svg wordnet-base wordnet-sense-index)
 debs+=(protobuf-compiler libprotobuf-dev)  # gcld3 (the laion2b filter's language ID) builds against them
+if [ "$what" = test ]; then debs+=(chromium); fi  # the report test renders the page in headless Chromium
 python3 -c "import venv, ensurepip" 2>/dev/null || debs+=(python3-venv)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -55,10 +55,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _not_yet(cfg: PipelineConfig) -> list[str]:
     """Configured sections whose stages this version does not run yet (said, never silently skipped)."""
-    later = {
-        "train": cfg.train,
-        "evaluate": cfg.evaluate,
-    }
+    later: dict[str, Any] = {}  # every configured section runs now (train since issue 5)
     return [name for name, value in later.items() if value is not None]
 
 
@@ -210,6 +207,218 @@ def filter_cmd(
             f"{step['left']:,}",
         )
     err.print(table)
+
+
+@app.command("reshard")
+@user_errors
+def reshard_cmd(
+    shards: Annotated[Path, typer.Option(help="Directory of img2dataset shards (NNNNNNNN.tar, .parquet).")],
+    subset: Annotated[Path, typer.Option(help="DataComp subset file (.npy of u8,u8 uids, sorted).")],
+    out: Annotated[Path, typer.Option(help="Output directory (empty, or an unfinished reshard to resume).")],
+    shard_size: Annotated[int, typer.Option(min=1, help="Samples per output shard.")] = 10_000,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: one per CPU).")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an earlier reshard in --out (only reshard's own files are removed).")
+    ] = False,
+) -> None:
+    """Write webdataset shards holding exactly a subset's samples (as DataComp's resharder, numbered
+    deterministically); resumes an interrupted run into the same --out."""
+    from curate.reshard import reshard
+
+    counts = reshard(
+        shards,
+        subset,
+        out,
+        shard_size=shard_size,
+        workers=workers,
+        overwrite=overwrite,
+        log=lambda msg: err.print(escape(msg), highlight=False),
+    )
+    err.print(
+        f"{counts['output_count']:,} samples of {counts['subset_count']:,} subset entries written to "
+        f"{counts['output_shard_count']} shards in {escape(str(out))}; {counts['missing_count']:,} missing "
+        f"(listed in {counts['missing_uids_file']})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for reason, n in counts["skipped"].items():
+        err.print(f"  skipped {n:,}: {escape(reason)}", highlight=False, soft_wrap=True)
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    scale: Annotated[
+        str,
+        typer.Option(help="debug, small, medium, large, xlarge (DataComp's, fixed) or tiny (curate's, CPU)."),
+    ],
+    data: Annotated[
+        str, typer.Option(help="Data directory (resharded, or folders of .tar shards); several with '::'.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory (DataComp's --output_dir).")],
+    name: Annotated[
+        str | None, typer.Option(help="Experiment name: trains into OUT/NAME (default: <scale>_scale).")
+    ] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="GPUs on this node, torchrun over them (default: 1 if a GPU is seen; 0: CPU)."
+        ),
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option(min=1, help="Nodes (with --dry-run: prints each node's command).")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="amp, amp_bf16, amp_bfloat16, bf16, fp16, fp32 (default: amp on GPU, "
+            "amp_bfloat16 for xlarge, fp32 on CPU)."
+        ),
+    ] = None,
+    num_checkpoints: Annotated[int, typer.Option(min=1, help="Checkpoints (epochs) over the training.")] = 5,
+    workers: Annotated[int, typer.Option(min=0, help="Data loader workers per GPU.")] = 4,
+    accum_freq: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps.")] = 1,
+    data_weights: Annotated[
+        str | None, typer.Option(help="Sampling weight per '::'-separated data entry (e.g. 1::2).")
+    ] = None,
+    log_every_n_steps: Annotated[int | None, typer.Option(min=1, help="Progress line cadence.")] = None,
+    grad_clip_norm: Annotated[
+        float | None, typer.Option(help="Gradient clipping (DataComp's option).")
+    ] = None,
+    imagenet_val: Annotated[
+        str | None, typer.Option(help="ImageNet val folder for open_clip's zero-shot check.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the command and open_clip argv; train nothing.")
+    ] = False,
+) -> None:
+    """Train CLIP on a data directory with DataComp's fixed recipe for a scale (open_clip's training code);
+    rerun to resume from the last checkpoint. The recipe (model, batch, lr, warmup, samples) cannot change."""
+    import shlex
+
+    from curate.training.args import TrainSettings, build_argv
+    from curate.training.data import train_data_pattern
+    from curate.training.job import train, unofficial_note
+    from curate.training.launch import command, multinode_command
+    from curate.training.scales import get_scale
+
+    def log(msg: str) -> None:
+        err.print(escape(msg), highlight=False, soft_wrap=True)
+
+    spec = get_scale(scale)
+    if gpus is None:
+        gpus = min(_visible_gpus(), 1)
+    elif gpus > 0 and not dry_run:
+        seen = _visible_gpus()
+        if gpus > seen:
+            found = f"only {seen} GPU(s) are visible" if seen else "no GPU is visible"
+            raise CurateError(f"--gpus {gpus}: {found} here; use --gpus 0 to train on CPU")
+    settings = TrainSettings(
+        scale=spec,
+        num_checkpoints=num_checkpoints,
+        precision=precision,
+        seed=seed,
+        workers=workers,
+        accum_freq=accum_freq,
+        gpus=gpus,
+        nodes=nodes,
+        log_every_n_steps=log_every_n_steps,
+        grad_clip_norm=grad_clip_norm,
+        imagenet_val=imagenet_val,
+    )
+    settings.check()
+    exp_name = name or f"{scale}_scale"
+    if dry_run or nodes > 1:
+        if not dry_run:
+            raise CurateError(
+                "--nodes > 1: curate does not start other nodes; add --dry-run for their command"
+            )
+        pattern, weights = train_data_pattern(data, data_weights)
+        argv = build_argv(settings, pattern, str(out.absolute()), exp_name, weights)
+        cmd = multinode_command(argv, gpus, nodes) if nodes > 1 else command(argv, gpus)
+        note = unofficial_note(settings)
+        if note:
+            log(note)
+        sched = settings.schedule()
+        log(
+            f"world size {settings.world_size}, per-GPU batch {settings.per_gpu_batch}, "
+            f"{sched['samples_seen']:,} samples seen, {sched['optimizer_steps']:,} optimizer steps"
+        )
+        out_console = Console(soft_wrap=True)
+        out_console.print(shlex.join(cmd), highlight=False, markup=False)
+        return
+    info = train(data, out, exp_name, settings, data_weights=data_weights, log=log)
+    flag = "official" if info["official"] else "UNOFFICIAL"
+    err.print(
+        f"{flag} {escape(spec.name)} scale: {escape(info['checkpoint'])}; records in "
+        f"{escape(str(Path(info['experiment_dir']) / 'info.json'))} and info.pkl",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<name>).")],
+    per_side: Annotated[
+        int, typer.Option(min=1, help="Samples shown on each side of a filter's boundary.")
+    ] = 6,
+) -> None:
+    """Write RUN/report/index.html: timings, funnels, distributions, and per filter the samples it kept
+    and removed nearest its decision boundary (thumbnails from the shards)."""
+    from curate.report import build_report
+
+    path = build_report(run_dir, per_side=per_side)
+    out.print(f"report: {path}")
+
+
+@app.command()
+@user_errors
+def submit(
+    run_dir: Annotated[Path | None, typer.Argument(help="The run directory to bundle from.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="The strategy whose subset is submitted.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="New directory for the bundle.")] = None,
+    check: Annotated[
+        Path | None, typer.Option(help="Only check an existing bundle (subset, 38 tasks, official scale).")
+    ] = None,
+    include_checkpoint: Annotated[bool, typer.Option(help="Bundle (and upload) the checkpoint too.")] = False,
+    hf_repo: Annotated[
+        str | None, typer.Option(help="USER/NAME: upload like DataComp's --submit (needs network + login).")
+    ] = None,
+) -> None:
+    """Bundle a strategy's submission (subset, results, scores, config, training record, checksums),
+    check it as the benchmark would, and optionally upload it to the Hugging Face hub."""
+    from curate.submit import build_bundle, check_bundle, upload
+
+    if check is not None:
+        if run_dir or strategy or out_dir:
+            raise CurateError("--check DIR takes no run, --strategy or --out")
+        bundle = check
+    else:
+        if run_dir is None or strategy is None or out_dir is None:
+            raise CurateError("give RUN --strategy NAME --out DIR (or --check DIR for an existing bundle)")
+        bundle = build_bundle(run_dir, strategy, out_dir, include_checkpoint=include_checkpoint)
+        err.print(f"bundle: {bundle}")
+    report_ = check_bundle(bundle)
+    for note in report_.notes:
+        err.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
+    if not report_.ok:
+        for problem in report_.problems:
+            err.print(f"  [red]refused:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        kept = " (the bundle is kept for inspection)" if check is None else ""
+        err.print(f"not a valid DataComp submission{kept}")
+        raise typer.Exit(1)
+    err.print("[green]valid DataComp submission[/]")
+    if hf_repo:
+        err.print(f"uploaded: {upload(bundle, hf_repo)}")
 
 
 @app.command("sql")

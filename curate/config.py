@@ -77,6 +77,11 @@ class OpenclipartPoolConfig(PoolBase):
     root: str = "/usr/share/openclipart"
     serve: Literal["http", "file"] = "http"
     caption: Literal["title", "title_description", "full"] = "full"
+    holdout: bool = Field(
+        True,
+        description="Leave out the ~5% of images that form the `openclipart` evaluation task "
+        "(curate evalsets generate), so the model is evaluated on images it never trained on.",
+    )
 
 
 PoolConfig = Annotated[
@@ -194,24 +199,43 @@ def check_filter_expr(expr: Any, where: str = "") -> list[str]:
 
 
 class ReshardConfig(Strict):
-    shard_size: int = Field(10_000, ge=1)
-    max_shard_bytes: int = Field(3_000_000_000, ge=1)
+    """Output shards of the reshard stage (DataComp's resharder defaults)."""
+
+    shard_size: int = Field(10_000, ge=1, description="Samples per output shard (all full but the last).")
+    max_shard_bytes: int = Field(
+        3_000_000_000, ge=1, description="Cap per output shard, planned from the inputs' mean sample size."
+    )
 
 
 class TrainConfig(Strict):
+    """DataComp's train.py options. A scale's recipe (model, batch, lr, warmup, samples seen, beta2) is
+    fixed: there is no key for it. `tiny` is curate's unofficial CPU scale."""
+
     scale: Literal["tiny", "debug", "small", "medium", "large", "xlarge"]
     num_checkpoints: int = Field(5, ge=1)
-    precision: Literal["amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32"] = "amp"
+    precision: Literal["amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32"] | None = Field(
+        None, description="null: amp on GPU (amp_bfloat16 for xlarge, as DataComp advises), fp32 on CPU."
+    )
     seed: int = 0
-    gpus: int = Field(1, ge=0, json_schema_extra=EXEC_ONLY)
+    gpus: int = Field(
+        1, ge=0, json_schema_extra=EXEC_ONLY, description="GPUs per strategy's training (0: CPU)."
+    )
     workers: int = Field(4, ge=0, json_schema_extra=EXEC_ONLY)
     accum_freq: int = Field(1, ge=1)
 
 
 class EvaluateConfig(Strict):
-    tasks: Literal["all"] | list[str] = "all"
-    data_dir: str | None = None
+    tasks: Literal["all"] | list[str] = Field(
+        "all", description="'all' (DataComp's 40 tasks) or a list of task keys; extra tasks are named."
+    )
+    data_dir: str | None = Field(None, description="Eval sets in DataComp's layout (wds_*_test/, hf_cache/).")
+    generate: bool = Field(
+        False,
+        description="Build the offline test eval sets (curate.eval.generate) into <run>/evalsets/ and "
+        "evaluate on them instead of data_dir.",
+    )
     batch_size: int = Field(64, ge=1, json_schema_extra=EXEC_ONLY)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=EXEC_ONLY)
 
 
 class RayConfig(Strict):
@@ -229,7 +253,9 @@ class PipelineConfig(Strict):
     download: DownloadConfig = DownloadConfig()
     embed: EmbedConfig | None = None
     strategies: dict[str, Any] = {}
-    reshard: ReshardConfig = ReshardConfig()
+    reshard: ReshardConfig | None = Field(
+        None, description="Reshard each strategy's subset (also done, with defaults, when train is set)."
+    )
     train: TrainConfig | None = None
     evaluate: EvaluateConfig | None = None
     ray: RayConfig = RayConfig()

@@ -53,6 +53,18 @@ def build_stages(cfg: PipelineConfig, run: RunDir) -> list[Stage]:
         from curate.stages.filter import FilterStage
 
         stages.append(FilterStage(cfg, run))
+    if cfg.strategies and (cfg.reshard is not None or cfg.train is not None):
+        from curate.stages.reshard import ReshardStage
+
+        stages.append(ReshardStage(cfg, run))
+    if cfg.train is not None:  # after reshard: one model per strategy from resharded/<strategy>/
+        from curate.stages.train import TrainStage
+
+        stages.append(TrainStage(cfg, run))
+    if cfg.evaluate is not None:  # keep last: after train (it reads train/<strategy>/info.json)
+        from curate.stages.evaluate import EvaluateStage
+
+        stages.append(EvaluateStage(cfg, run))
     return stages
 
 

@@ -115,7 +115,7 @@ def test_unknown_pool_key_lists_that_sources_keys(tmp_path: Path) -> None:
     text = "name: demo\npool:\n  source: openclipart\n  metadata: /data\n"
     assert problems_of(tmp_path, text) == [
         "line 4: pool.metadata: unknown key for source 'openclipart'; "
-        "valid keys here: max_samples, source, root, serve, caption"
+        "valid keys here: max_samples, source, root, serve, caption, holdout"
     ]
     text = "name: demo\npool:\n  source: parquet\n  paths: [a.parquet]\n  url_column: link\n"
     assert problems_of(tmp_path, text) == [

@@ -224,14 +224,24 @@ def steady_rate(out_log: Path, global_batch: int) -> dict[str, Any]:
 
 
 def real(
-    data: Path, out: Path, gpus: int, batch: int, steps: int, workers: int, name: str, model: str = "ViT-B-32"
+    data: Path,
+    out: Path,
+    gpus: int,
+    batch: int,
+    steps: int,
+    workers: int,
+    name: str,
+    model: str = "ViT-B-32",
+    gpu_decode: bool = True,
 ) -> dict[str, Any]:
     from curate.training.args import TrainSettings
     from curate.training.job import train
     from curate.training.scales import Scale
 
     scale = Scale("bench", model, batch, 5e-4, 10, steps * batch, log_every_n_steps=8)
-    settings = TrainSettings(scale, num_checkpoints=1, precision="amp_bf16", workers=workers, gpus=gpus)
+    settings = TrainSettings(
+        scale, num_checkpoints=1, precision="amp_bf16", workers=workers, gpus=gpus, gpu_decode=gpu_decode
+    )
     t0 = time.time()
     info = train(str(data), out, name, settings, log=lambda m: print(f"  [{name}] {m}", flush=True))
     rate = steady_rate(out / name / "out.log", batch)
@@ -240,6 +250,7 @@ def real(
         "per_gpu_batch": settings.per_gpu_batch,
         "global_batch": batch,
         "workers_per_gpu": workers,
+        "decode": "gpu" if settings.effective_gpu_decode else "cpu (open_clip's PIL loader)",
         "wall_s": time.time() - t0,
         "samples_seen": info["samples_seen"],
         **rate,
@@ -264,6 +275,9 @@ def main() -> None:
     ap.add_argument("--name", default="real", help="experiment folder under --out")
     ap.add_argument("--model", default="ViT-B-32", help="curate-tiny-vit64 to try the script on CPU")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--decode", choices=["gpu", "cpu"], default="gpu", help="train.gpu_decode, or open_clip's CPU loader"
+    )
     args = ap.parse_args()
     results: dict[str, Any] = {}
     if args.what in ("all", "gen"):
@@ -277,14 +291,30 @@ def main() -> None:
         print("synthetic 1024 no ckpt:", plain, flush=True)
     if args.what == "real":
         results["real"] = real(
-            args.data, args.out, args.gpus, args.batch, args.steps, args.workers, args.name, args.model
+            args.data,
+            args.out,
+            args.gpus,
+            args.batch,
+            args.steps,
+            args.workers,
+            args.name,
+            args.model,
+            args.decode == "gpu",
         )
         print("real:", results["real"], flush=True)
     if args.what == "all":
         env1 = os.environ.get("CUDA_VISIBLE_DEVICES")
         os.environ["CUDA_VISIBLE_DEVICES"] = "0"
         results["real_1gpu"] = real(
-            args.data, args.out, 1, args.batch, args.steps, args.workers, "real_1gpu", args.model
+            args.data,
+            args.out,
+            1,
+            args.batch,
+            args.steps,
+            args.workers,
+            "real_1gpu",
+            args.model,
+            args.decode == "gpu",
         )
         print("real 1 GPU:", results["real_1gpu"], flush=True)
         if env1 is None:
@@ -295,7 +325,15 @@ def main() -> None:
 
         if torch.cuda.device_count() >= 2:
             results["real_2gpu"] = real(
-                args.data, args.out, 2, args.batch, args.steps, args.two_gpu_workers, "real_2gpu", args.model
+                args.data,
+                args.out,
+                2,
+                args.batch,
+                args.steps,
+                args.two_gpu_workers,
+                "real_2gpu",
+                args.model,
+                args.decode == "gpu",
             )
             print("real 2 GPUs (torchrun):", results["real_2gpu"], flush=True)
         ratio = results["real_1gpu"]["samples_per_s"] / results["synthetic"]["samples_per_s"]

@@ -48,6 +48,7 @@ class TrainStage(Stage):
             workers=tc.workers,
             accum_freq=tc.accum_freq,
             gpus=self.gpus if gpus is None else gpus,
+            gpu_decode=tc.gpu_decode,
         )
 
     def settings(self) -> Any:

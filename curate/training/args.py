@@ -49,6 +49,7 @@ class TrainSettings:
     imagenet_val: str | None = None
     report_to_wandb: bool = False
     wandb_project_name: str = "datanet"
+    gpu_decode: bool = True  # on GPUs: decode and augment images there (curate.training.gpu_loader)
 
     def problems(self) -> list[str]:
         out = []
@@ -77,6 +78,11 @@ class TrainSettings:
         problems = self.problems()
         if problems:
             raise CurateError("invalid training settings", problems)
+
+    @property
+    def effective_gpu_decode(self) -> bool:
+        """GPU decoding applies only where training runs on GPUs."""
+        return self.gpu_decode and self.device == "cuda"
 
     @property
     def device(self) -> str:
@@ -133,6 +139,7 @@ class TrainSettings:
             per_gpu_batch=self.per_gpu_batch,
             effective_global_batch=self.effective_global_batch,
             effective_precision=self.effective_precision,
+            effective_gpu_decode=self.effective_gpu_decode,
         )
         return out
 

@@ -1,0 +1,221 @@
+"""Training images decoded and augmented on the GPU (`train.gpu_decode`, on by default on GPUs).
+
+open_clip's loader decodes every JPEG with PIL, random-resized-crops and normalises it in CPU worker
+processes: ~6.7 ms a sample, so keeping one H200 busy with ViT-B/32 takes ~26 cores (bench/train.py).
+With gpu_decode the workers only read the tars and tokenize; the encoded images travel to the training
+process, which decodes them in batches with nvJPEG (other formats through PIL) and applies the model's
+own train augmentation there: RandomResizedCrop with the (size, scale, ratio) of open_clip's transform
+(its parameters drawn as torchvision draws them, for a whole batch at once), a bicubic antialiased
+resize rounded to uint8 as PIL's output is, then the transform's normalisation. A batch is prepared one
+step ahead on its own CUDA stream, so it overlaps the previous training step. The pixels differ from
+PIL's by resampling rounding only (tests/training/test_gpu_loader.py measures it). An image no decoder
+accepts is replaced by the one before it in the batch (with its caption), because distributed losses
+need equal batch sizes on every rank; each replacement is logged. A train transform of another shape (a
+custom `aug_cfg`) keeps open_clip's own CPU path.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """What open_clip's train transform does: RandomResizedCrop(size, scale, ratio), then Normalize."""
+
+    size: int
+    scale: tuple[float, float]
+    ratio: tuple[float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_transform(cls, transform: Any) -> CropSpec | None:
+        """The spec of open_clip's default train Compose; None for any other shape (kept on the CPU)."""
+        from torchvision import transforms as T
+
+        steps = list(getattr(transform, "transforms", []))
+        crops = [t for t in steps if isinstance(t, T.RandomResizedCrop)]
+        norms = [t for t in steps if isinstance(t, T.Normalize)]
+        known = (T.RandomResizedCrop, T.Normalize)
+        others = [t for t in steps if not isinstance(t, known) and "Convert" not in type(t).__name__]
+        others = [t for t in others if "ToTensor" not in type(t).__name__]
+        if len(crops) != 1 or len(norms) != 1 or others:
+            return None
+        crop, norm = crops[0], norms[0]
+        if crop.interpolation != T.InterpolationMode.BICUBIC or crop.size[0] != crop.size[1]:
+            return None
+        return cls(crop.size[0], tuple(crop.scale), tuple(crop.ratio), tuple(norm.mean), tuple(norm.std))
+
+
+class KeepBytes:
+    """Stands in for the train transform in the workers: the encoded image goes through untouched."""
+
+    def __call__(self, data: bytes) -> bytes:
+        return data
+
+
+def crop_params(sizes: np.ndarray, spec: CropSpec, rng: np.random.Generator) -> np.ndarray:
+    """(top, left, height, width) per image of `sizes` ((n, 2): height, width), drawn as torchvision's
+    RandomResizedCrop.get_params draws them (10 tries of area x aspect, then a central crop), for a whole
+    batch at once: get_params costs ~0.1-0.2 ms a call, which alone would cap a GPU at ~5k images/s."""
+    n = len(sizes)
+    height, width = sizes[:, :1].astype(np.float64), sizes[:, 1:].astype(np.float64)
+    area = height * width * rng.uniform(spec.scale[0], spec.scale[1], (n, 10))
+    aspect = np.exp(rng.uniform(np.log(spec.ratio[0]), np.log(spec.ratio[1]), (n, 10)))
+    w = np.round(np.sqrt(area * aspect)).astype(
+        np.int64
+    )  # Python's round() and numpy's both round half to even
+    h = np.round(np.sqrt(area / aspect)).astype(np.int64)
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.argmax(axis=1)
+    rows = np.arange(n)
+    h, w = h[rows, first], w[rows, first]
+    top = (rng.random(n) * (sizes[:, 0] - h + 1)).astype(np.int64)
+    left = (rng.random(n) * (sizes[:, 1] - w + 1)).astype(np.int64)
+    none = ~ok.any(axis=1)
+    if none.any():  # torchvision's fallback: the largest central crop within the ratio range
+        hh, ww = sizes[none, 0], sizes[none, 1]
+        in_ratio = ww / hh
+        fw = np.where(in_ratio > max(spec.ratio), np.round(hh * max(spec.ratio)), ww).astype(np.int64)
+        fh = np.where(in_ratio < min(spec.ratio), np.round(ww / min(spec.ratio)), hh).astype(np.int64)
+        h[none], w[none] = fh, fw
+        top[none], left[none] = (hh - fh) // 2, (ww - fw) // 2
+    return np.stack([top, left, h, w], axis=1)
+
+
+def augment(images: list[Any], spec: CropSpec, params: np.ndarray | None = None) -> Any:
+    """(B,3,S,S) float32 normalised pixels from uint8 (3,H,W) tensors, each randomly resized-cropped
+    (`params`: (top, left, height, width) rows; drawn by crop_params from torch's RNG when None)."""
+    import torch
+    import torch.nn.functional as F
+
+    s = spec.size
+    device = images[0].device
+    if params is None:
+        sizes = np.array([tuple(im.shape[1:]) for im in images], dtype=np.int64)
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        params = crop_params(sizes, spec, rng)
+    resized = [  # per image only what must be: crop sizes differ (the Python loop is the cost here)
+        F.interpolate(
+            image[None, :, top : top + h, left : left + w].float(),
+            size=(s, s),
+            mode="bicubic",
+            antialias=True,
+            align_corners=False,
+        )
+        for image, (top, left, h, w) in zip(images, params.tolist(), strict=True)
+    ]
+    out = torch.cat(resized).round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
+    return out.sub_(mean).div_(std)
+
+
+def decode_batch(datas: list[bytes], texts: Any, spec: CropSpec, device: str) -> tuple[Any, Any, int]:
+    """Decode and augment one batch; undecodable images take the previous good sample's place."""
+    from curate.imagedecode import decode_tensors
+
+    images, errors = decode_tensors(datas, device)
+    good = [i for i, e in enumerate(errors) if e is None]
+    if not good:
+        raise RuntimeError(f"no image of a batch of {len(datas)} decodes (first error: {errors[0]})")
+    replaced = 0
+    keep = list(range(len(images)))
+    for i, e in enumerate(errors):
+        if e is not None:
+            keep[i] = max((g for g in good if g < i), default=good[0])
+            replaced += 1
+    if replaced:
+        log.warning("%d undecodable image(s) in a batch replaced by a neighbour: %s", replaced, errors[0])
+        texts = texts[keep]
+    return augment([images[j] for j in keep], spec), texts, replaced
+
+
+class GpuBatches:
+    """open_clip's train dataloader, with images decoded and augmented on the GPU one batch ahead."""
+
+    def __init__(self, loader: Any, spec: CropSpec) -> None:
+        self.loader = loader
+        self.spec = spec
+        self.num_batches = loader.num_batches
+        self.num_samples = loader.num_samples
+        self.replaced = 0
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        import torch
+
+        device = torch.device("cuda", torch.cuda.current_device())
+        ready: queue.Queue[Any] = queue.Queue(maxsize=2)
+
+        def produce() -> None:
+            torch.cuda.set_device(device)
+            stream = torch.cuda.Stream(device)
+            try:
+                with torch.cuda.stream(stream):
+                    for datas, texts in self.loader:
+                        images, texts, replaced = decode_batch(list(datas), texts, self.spec, str(device))
+                        self.replaced += replaced
+                        done = torch.cuda.Event()
+                        done.record(stream)
+                        ready.put((images, texts, done))
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                ready.put(exc)
+                return
+            ready.put(None)
+
+        threading.Thread(target=produce, name="gpu-decode", daemon=True).start()
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            images, texts, done = item
+            current = torch.cuda.current_stream(device)
+            current.wait_event(done)
+            images.record_stream(current)  # allocated on the side stream, used on this one
+            yield images, texts
+
+
+def install() -> None:
+    """Patch open_clip_train (in this process) so its train data takes the GPU path above."""
+    import open_clip_train.data as ocd
+    import open_clip_train.main as ocm
+    import webdataset as wds
+
+    state: dict[str, CropSpec | None] = {"spec": None}
+    create, get_data, decode = ocm.create_model_and_transforms, ocm.get_data, wds.decode
+
+    def create_model_and_transforms(*args: Any, **kwargs: Any) -> Any:
+        model, train_transform, val_transform = create(*args, **kwargs)
+        state["spec"] = CropSpec.from_transform(train_transform)
+        if state["spec"] is None:
+            log.warning("gpu_decode: unusual train transform, CPU path kept: %s", train_transform)
+            return model, train_transform, val_transform
+        return model, KeepBytes(), val_transform
+
+    def decode_keeping_images(*handlers: Any, **kwargs: Any) -> Any:
+        if state["spec"] is not None and handlers == ("pilrgb",):
+            return decode(**kwargs)  # text decoded as usual; image bytes left encoded
+        return decode(*handlers, **kwargs)
+
+    def get_data_on_gpu(*args: Any, **kwargs: Any) -> Any:
+        data = get_data(*args, **kwargs)
+        if state["spec"] is not None and "train" in data:
+            data["train"].dataloader = GpuBatches(data["train"].dataloader, state["spec"])
+        return data
+
+    class _Wds:  # webdataset as open_clip's data module sees it, with decode() wrapped
+        def __getattr__(self, name: str) -> Any:
+            return decode_keeping_images if name == "decode" else getattr(wds, name)
+
+    ocm.create_model_and_transforms = create_model_and_transforms
+    ocm.get_data = get_data_on_gpu
+    ocd.wds = _Wds()

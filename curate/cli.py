@@ -289,6 +289,9 @@ def train_cmd(
     imagenet_val: Annotated[
         str | None, typer.Option(help="ImageNet val folder for open_clip's zero-shot check.")
     ] = None,
+    gpu_decode: Annotated[
+        bool, typer.Option(help="On GPUs: decode and augment images on the GPU (open_clip's CPU path: off).")
+    ] = True,
     dry_run: Annotated[
         bool, typer.Option(help="Print the command and open_clip argv; train nothing.")
     ] = False,
@@ -326,6 +329,7 @@ def train_cmd(
         log_every_n_steps=log_every_n_steps,
         grad_clip_norm=grad_clip_norm,
         imagenet_val=imagenet_val,
+        gpu_decode=gpu_decode,
     )
     settings.check()
     exp_name = name or f"{scale}_scale"

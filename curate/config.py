@@ -222,6 +222,11 @@ class TrainConfig(Strict):
     )
     workers: int = Field(4, ge=0, json_schema_extra=EXEC_ONLY)
     accum_freq: int = Field(1, ge=1)
+    gpu_decode: bool = Field(
+        True,
+        description="On GPUs: decode (nvJPEG) and augment training images on the GPU instead of in "
+        "open_clip's CPU loader workers (same augmentation; resampling rounding differs).",
+    )
 
 
 class EvaluateConfig(Strict):
@@ -233,6 +238,12 @@ class EvaluateConfig(Strict):
         False,
         description="Build the offline test eval sets (curate.eval.generate) into <run>/evalsets/ and "
         "evaluate on them instead of data_dir.",
+    )
+    generate_per_class: int = Field(
+        2,
+        ge=1,
+        description="Samples per class in generated sets (mnist: digits per class; the openclipart "
+        "task always holds every held-out image).",
     )
     batch_size: int = Field(64, ge=1, json_schema_extra=EXEC_ONLY)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=EXEC_ONLY)

@@ -62,7 +62,14 @@ class StrategyRow:
     scores: dict[str, Any]  # scores.json of its evaluation, when there is one
 
 
-_UNITS = {"download": "samples", "embed": "rows", "filter": "rows", "reshard": "samples"}
+_UNITS = {
+    "download": "samples",
+    "embed": "rows",
+    "filter": "rows",
+    "reshard": "samples",
+    "train": "samples",
+    "evaluate": "tasks",
+}
 
 
 def stage_rows(run: Path) -> list[StageRow]:

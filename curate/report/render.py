@@ -31,6 +31,7 @@ def build_report(run: Path, per_side: int = 6) -> Path:
     shown = [ex for v in views for ex in (*v.kept_examples, *v.removed_examples)]
     found = thumbs.attach(run / "shards", shown)
     aggregates = sorted({name for s in strategies for name in (s.scores.get("aggregates") or {})})
+    extras = sorted({key for s in strategies for key in (s.scores.get("extra") or {})})
     env = Environment(loader=PackageLoader("curate.report"), autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("index.html.j2").render(
         run=run.resolve(),
@@ -38,6 +39,7 @@ def build_report(run: Path, per_side: int = 6) -> Path:
         stages=stages,
         strategies=strategies,
         aggregates=aggregates,
+        extras=extras,
         charts=charts,
         views=views,
         thumbs_found=found,

@@ -49,10 +49,12 @@ class EvaluateStage(Stage):
     # ---------------------------------------------------------- what and where
 
     def settings(self) -> Any:
-        return {"data_dir": self.ev.data_dir, "generate": self.ev.generate}
+        generated = {"generate_per_class": self.ev.generate_per_class} if self.ev.generate else {}
+        return {"data_dir": self.ev.data_dir, "generate": self.ev.generate, **generated}
 
     def output_dirs(self) -> list[Path]:
-        return [self.run.eval]
+        """eval/, and the generated sets: new generate settings must regenerate them."""
+        return [self.run.eval, self.evalsets] if self.ev.generate else [self.run.eval]
 
     @property
     def evalsets(self) -> Path:
@@ -137,7 +139,7 @@ class EvaluateStage(Stage):
             if absent:
                 from curate.eval.generate import generate_evalsets
 
-                generate_evalsets(out_dir=self.evalsets, tasks=absent)
+                generate_evalsets(out_dir=self.evalsets, tasks=absent, per_class=self.ev.generate_per_class)
         yield
 
     def model_info(self, strategy: str) -> Any:

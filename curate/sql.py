@@ -293,11 +293,18 @@ def _first_line(exc: Exception) -> str:
 
 
 def execute(
-    con: duckdb.DuckDBPyConnection, views: Views, query: Query, params: dict[str, Any]
-) -> duckdb.DuckDBPyRelation | duckdb.DuckDBPyConnection:
-    """Run the query; a missing table is explained (which stage writes it) instead of DuckDB's text."""
+    con: duckdb.DuckDBPyConnection,
+    views: Views,
+    query: Query,
+    params: dict[str, Any],
+    relation: bool = False,
+) -> Any:
+    """Run the query (a cursor, or with `relation` a DuckDB relation, which streams to Arrow without a
+    copy); a missing table is explained (which stage writes it) instead of DuckDB's text."""
     sql = _checked_statement(con, query.text)
     try:
+        if relation:
+            return con.sql(sql, params=params or None)
         return con.execute(sql, params) if params else con.execute(sql)
     except duckdb.CatalogException as exc:
         missing = [name for name in views.absent if re.search(rf"\b{name}\b", str(exc))]
@@ -312,7 +319,10 @@ def write_result(
     con: duckdb.DuckDBPyConnection, views: Views, query: Query, params: dict[str, Any], fmt: str, out: Path
 ) -> int:
     """Write the result to `out` as csv, parquet or json (one object per line); returns the row count."""
-    result = execute(con, views, query, params).to_arrow_table()
+    try:
+        result = execute(con, views, query, params, relation=True).to_arrow_table()
+    except duckdb.Error as exc:  # errors found while running, after binding
+        raise CurateError(f"{query.name}: {_first_line(exc)}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         import pyarrow.csv as pcsv

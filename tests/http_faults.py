@@ -11,6 +11,7 @@ import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 from PIL import Image
 
 # path -> reason img2dataset (or our guards) must record for it
@@ -34,6 +35,37 @@ def make_image(i: int, size: tuple[int, int] = (64, 48), fmt: str = "PNG") -> by
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     return buf.getvalue()
+
+
+def odd_image(kind: str) -> bytes:
+    """Images that are valid but unusual, as the web serves them (issue 8's list), or empty."""
+    if kind == "empty":
+        return b""
+    base = Image.new("RGB", (96, 64), (200, 30, 30))
+    for x in range(0, 96, 3):
+        base.putpixel((x, x % 64), (0, 0, 255))
+    buf = io.BytesIO()
+    if kind == "cmyk.jpg":
+        base.convert("CMYK").save(buf, format="JPEG")
+    elif kind == "16bit.png":
+        Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257).save(buf, format="PNG")
+    elif kind == "palette.png":
+        pal = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        pal.info["transparency"] = 0
+        pal.save(buf, format="PNG", transparency=0)
+    elif kind == "animated.gif":
+        frames = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    elif kind == "rgba.webp":
+        rgba = base.convert("RGBA")
+        rgba.putalpha(Image.linear_gradient("L").resize(base.size))  # really translucent
+        rgba.save(buf, format="WEBP")
+    else:
+        raise ValueError(kind)
+    return buf.getvalue()
+
+
+ODD_KINDS = ("empty", "cmyk.jpg", "16bit.png", "palette.png", "animated.gif", "rgba.webp")
 
 
 def huge_png(width: int = 20_000, height: int = 20_000) -> bytes:
@@ -141,4 +173,6 @@ class FaultServer:
             return None
         if path == "/fault/huge":
             return self._send(h, 200, self._huge)
+        if path.startswith("/odd/") and path[5:] in ODD_KINDS:
+            return self._send(h, 200, odd_image(path[5:]), "application/octet-stream")
         return self._send(h, 404, b"no such route", "text/plain")

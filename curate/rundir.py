@@ -48,6 +48,18 @@ def atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file a user may have damaged or handed us by mistake: CurateError naming it, not a traceback."""
+    from curate.errors import CurateError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CurateError(f"{path}: missing ({what})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CurateError(f"{path}: not readable JSON ({what}): {exc}") from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically (see atomic_write_with)."""
     atomic_write_with(path, lambda f: f.write(data))

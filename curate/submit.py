@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
-from curate.rundir import atomic_write_json, atomic_write_text, now_iso, staging_dir
+from curate.rundir import atomic_write_json, atomic_write_text, now_iso, read_json, staging_dir
 
 CHECKSUMS = "checksums.sha256"
 SUMMARY = "submission.json"
@@ -66,7 +66,7 @@ def build_bundle(run: Path, strategy: str, out: Path, *, include_checkpoint: boo
             run / "train" / strategy / "info.json", "the training record", "the train stage"
         ),
     }
-    info = json.loads(files["info.json"].read_text())
+    info = read_json(files["info.json"], "the training record")
     if (run / "train" / strategy / "info.pkl").exists():
         files["info.pkl"] = run / "train" / strategy / "info.pkl"
     if include_checkpoint:
@@ -78,7 +78,7 @@ def build_bundle(run: Path, strategy: str, out: Path, *, include_checkpoint: boo
         for rel, src in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / rel)
-        scores = json.loads(files["scores.json"].read_text())
+        scores = read_json(files["scores.json"], "the scores")
         atomic_write_json(
             tmp / SUMMARY,
             {
@@ -194,7 +194,11 @@ def _check_training(bundle: Path, report: CheckReport) -> None:
     if not path.is_file():
         report.problems.append("info.json: missing (the training record)")
         return
-    info: dict[str, Any] = json.loads(path.read_text())
+    try:
+        info: dict[str, Any] = read_json(path, "the training record")
+    except CurateError as exc:
+        report.problems.append(exc.message)
+        return
     scale = info.get("scale")
     if scale not in OFFICIAL_SCALES:
         why = "curate's CPU demo scale, never a submission" if scale == "tiny" else "not DataComp's"
@@ -256,7 +260,7 @@ def upload(bundle: Path, repo: str) -> str:
         raise CurateError(
             f"not logged in to the Hugging Face hub ({exc}); run `hf auth login` or set HF_TOKEN"
         ) from None
-    scale = json.loads((bundle / "info.json").read_text())["scale"]
+    scale = read_json(bundle / "info.json", "the training record")["scale"]
     ops = [CommitOperationAdd(f"{scale}_scale/results.jsonl", str(bundle / "eval_results.jsonl"))]
     ops += [
         CommitOperationAdd(f"{scale}_scale/samples/{p.name}", str(p))

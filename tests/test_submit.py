@@ -141,3 +141,14 @@ def test_cli(tmp_path: Path) -> None:
     ok = _run(tmp_path / "ok")
     res = cli.invoke(app, ["submit", str(ok), "--strategy", "s", "--out", str(tmp_path / "okb")])
     assert res.exit_code == 0 and "valid DataComp submission" in res.output
+
+
+def test_a_damaged_record_is_a_listed_problem_not_a_traceback(tmp_path: Path) -> None:
+    bundle = build_bundle(_run(tmp_path), "s", tmp_path / "bundle")
+    (bundle / "info.json").write_text("{not json")
+    problems = check_bundle(bundle).problems
+    assert any("info.json: not readable JSON (the training record)" in p for p in problems), problems
+    run = _run(tmp_path / "again")
+    (run / "eval" / "s" / "scores.json").write_bytes(b"\xff")
+    with pytest.raises(CurateError, match="scores.json: not readable JSON"):
+        build_bundle(run, "s", tmp_path / "bundle2")

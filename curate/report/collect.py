@@ -7,13 +7,12 @@ queries agree by construction.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.rundir import Manifest
+from curate.rundir import Manifest, read_json
 from curate.sql import Views, connect
 
 
@@ -95,9 +94,9 @@ def strategy_rows(run: Path) -> list[StrategyRow]:
     for path in sorted((run / "subsets").glob("*.json")):
         if path.name.startswith("."):
             continue
-        summary = json.loads(path.read_text())
+        summary = read_json(path, "a strategy's funnel, written by the filter stage")
         scores_file = run / "eval" / path.stem / "scores.json"
-        scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
+        scores = read_json(scores_file, "written by the evaluate stage") if scores_file.exists() else {}
         out.append(
             StrategyRow(
                 path.stem, summary.get("rows"), summary.get("count"), summary.get("funnel", []), scores

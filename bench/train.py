@@ -5,12 +5,17 @@ random tensors already on the GPU (the model-only ceiling), in one run.
     python bench/train.py gen --data DIR --samples N          # shards in the reshard layout
     python bench/train.py synthetic --batch 4096              # model/optimizer/loss/autocast step only
     python bench/train.py real --data DIR --gpus 1 --batch 4096 --steps 48 --workers 24
+    python bench/train.py producer --data DIR --batch 4096   # GPU decode + augment alone, per batch
+    python bench/train.py overlap --data DIR --batch 4096    # the synthetic step with the producer beside it
 
 `real` goes through curate's own path (curate.training.job.train -> launch -> entry ->
 open_clip_train.main.main; torchrun when --gpus > 1) with an unofficial ViT-B-32 scale whose global
 batch is --batch (DataComp small's 4096) and whose length is --steps optimiser steps. Its rate is the
 steady state read from open_clip's out.log (each log line holds the mean batch time of the steps since
 the previous line), so start-up, the first step and the final checkpoint are left out.
+`producer` times what train.gpu_decode adds to the training process for one batch, apart: nvJPEG
+decoding, and the random-resized-crop resize done per image (F.interpolate in a loop, the old path) and
+batched (training/resize.py, the current path), with a CUDA synchronise around each.
 `synthetic` builds the same model (grad checkpointing), AdamW groups, ClipLoss (local loss, gather
 with grad) and autocast, and times steps on random inputs that never leave the GPU.
 
@@ -30,6 +35,7 @@ import re
 import statistics
 import sys
 import tarfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -129,9 +135,15 @@ def generate(data: Path, samples: int, per_shard: int = 10_000, distinct: int = 
 
 
 def synthetic(
-    batch: int, steps: int = 20, warmup: int = 5, grad_ckpt: bool = True, model_name: str = "ViT-B-32"
+    batch: int,
+    steps: int = 20,
+    warmup: int = 5,
+    grad_ckpt: bool = True,
+    model_name: str = "ViT-B-32",
+    background: Any = None,
 ) -> dict[str, Any]:
-    """open_clip's train step (as open_clip_train.train does it) on random inputs on the GPU."""
+    """open_clip's train step (as open_clip_train.train does it) on random inputs on the GPU; with
+    `background` (a callable) called in a loop in a thread meanwhile, as train.gpu_decode's producer runs."""
     import open_clip
     import torch
 
@@ -164,7 +176,18 @@ def synthetic(
     images = torch.randn(batch, 3, size, size, device=device)
     texts = torch.randint(0, 49408, (batch, 77), device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
+    times: list[float] = []
+    stop, produced = threading.Event(), [0]
+
+    def loop() -> None:
+        with torch.cuda.stream(torch.cuda.Stream()):
+            while not stop.is_set():
+                background()
+                produced[0] += 1
+
+    if background is not None:
+        threading.Thread(target=loop, daemon=True).start()
+    started = time.perf_counter()
     for i in range(warmup + steps):
         sync()
         t0 = time.perf_counter()
@@ -180,6 +203,8 @@ def synthetic(
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times)
+    background_rate = produced[0] / (time.perf_counter() - started)
+    stop.set()
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
     del model, optimizer, images, texts
     if device == "cuda":
@@ -190,6 +215,7 @@ def synthetic(
         "step_s": step,
         "samples_per_s": batch / step,
         "peak_gib": peak,
+        **({"background_calls_per_s": background_rate} if background is not None else {}),
     }
 
 
@@ -257,12 +283,112 @@ def real(
     }
 
 
+# ------------------------------------------------------------------ producer
+
+
+def _batches_of_bytes(data: Path, batch: int, count: int) -> list[list[bytes]]:
+    """The first `count` batches of JPEG bytes of the shards, read with tarfile (no loader involved)."""
+    images: list[bytes] = []
+    for tar in sorted(data.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for member in tf:
+                if member.name.endswith(".jpg"):
+                    images.append(tf.extractfile(member).read())  # type: ignore[union-attr]
+                    if len(images) == batch * count:
+                        return [images[i : i + batch] for i in range(0, len(images), batch)]
+    raise SystemExit(f"{data}: fewer than {batch * count} images (run `gen` first)")
+
+
+def _resize_loop(images: list[Any], params: np.ndarray, size: int) -> Any:
+    """The old per-image path: one F.interpolate per crop."""
+    import torch
+    import torch.nn.functional as F
+
+    return torch.cat(
+        [
+            F.interpolate(
+                im[None, :, t : t + h, x : x + w].float(), size=(size, size), mode="bicubic", antialias=True
+            )
+            for im, (t, x, h, w) in zip(images, params.tolist(), strict=True)
+        ]
+    )
+
+
+def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[str, Any]:
+    import torch
+
+    from curate.imagedecode import decode_tensors
+    from curate.training.gpu_loader import CropSpec, crop_params
+    from curate.training.resize import resize_crops
+
+    spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    batches = _batches_of_bytes(data, batch, count)
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {"decode": [], "resize_loop": [], "resize_batched": []}
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: to try the script here
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def timed(key: str, fn: Any) -> Any:
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        times[key].append(time.perf_counter() - t0)
+        return out
+
+    diffs = []
+    for datas in batches:
+        images, errors = timed("decode", lambda d=datas: decode_tensors(d, device))
+        assert not any(errors), errors[:3]
+        params = crop_params(np.array([tuple(im.shape[1:]) for im in images]), spec, rng)
+        old = timed("resize_loop", lambda i=images, p=params: _resize_loop(i, p, size))
+        new = timed("resize_batched", lambda i=images, p=params: resize_crops(i, p, size))
+        diffs.append(float((old - new).abs().max()))
+        del old, new, images
+    out: dict[str, Any] = {"batch": batch, "batches": count, "max_abs_diff_levels": max(diffs)}
+    for key, values in times.items():
+        steady = statistics.median(values[1:] if len(values) > 1 else values)
+        out[f"{key}_ms"] = round(steady * 1000, 1)
+        out[f"{key}_img_per_s"] = round(batch / steady)
+    return out
+
+
+def overlap(data: Path, batch: int, size: int = 224) -> dict[str, Any]:
+    """The synthetic step alone, then with the GPU-decode producer (decode + crop + resize of real JPEG
+    batches, on its own stream and thread) running beside it: what the producer costs the training."""
+    from curate.imagedecode import decode_tensors
+    from curate.training.gpu_loader import CropSpec, crop_params
+    from curate.training.resize import resize_crops
+
+    spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    batches = _batches_of_bytes(data, batch, 2)
+    rng = np.random.default_rng(0)
+    turn = [0]
+
+    def produce() -> None:
+        images, _ = decode_tensors(batches[turn[0] % len(batches)], "cuda")
+        turn[0] += 1
+        params = crop_params(np.array([tuple(im.shape[1:]) for im in images]), spec, rng)
+        resize_crops(images, params, size).round_()
+
+    alone = synthetic(batch)
+    beside = synthetic(batch, background=produce)
+    return {
+        "step_alone_s": alone["step_s"],
+        "step_with_producer_s": beside["step_s"],
+        "producer_batches_per_s_meanwhile": beside["background_calls_per_s"],
+        "samples_per_s_with_producer": beside["samples_per_s"],
+        "ratio": alone["step_s"] / beside["step_s"],
+    }
+
+
 # ------------------------------------------------------------------ main
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["all", "gen", "synthetic", "real"])
+    ap.add_argument("what", choices=["all", "gen", "synthetic", "real", "producer", "overlap"])
     ap.add_argument("--data", type=Path, default=Path("/tmp/bench_train_data"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_train_out"))
     ap.add_argument("--samples", type=int, default=120_000)
@@ -289,6 +415,12 @@ def main() -> None:
         plain = synthetic(1024, steps=10, grad_ckpt=False, model_name=args.model)
         results["synthetic_1024_no_ckpt"] = plain
         print("synthetic 1024 no ckpt:", plain, flush=True)
+    if args.what in ("all", "producer"):
+        results["producer"] = producer(args.data, args.batch)
+        print("producer:", results["producer"], flush=True)
+    if args.what == "overlap":
+        results["overlap"] = overlap(args.data, args.batch)
+        print("overlap:", results["overlap"], flush=True)
     if args.what == "real":
         results["real"] = real(
             args.data,

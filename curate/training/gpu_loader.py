@@ -6,7 +6,8 @@ With gpu_decode the workers only read the tars and tokenize; the encoded images 
 process, which decodes them in batches with nvJPEG (other formats through PIL) and applies the model's
 own train augmentation there: RandomResizedCrop with the (size, scale, ratio) of open_clip's transform
 (its parameters drawn as torchvision draws them, for a whole batch at once), a bicubic antialiased
-resize rounded to uint8 as PIL's output is, then the transform's normalisation. A batch is prepared one
+resize rounded to uint8 as PIL's output is (all crops of a batch in a few matmuls: training/resize.py),
+then the transform's normalisation. A batch is prepared one
 step ahead on its own CUDA stream, so it overlaps the previous training step. The pixels differ from
 PIL's by resampling rounding only (tests/training/test_gpu_loader.py measures it). An image no decoder
 accepts is replaced by the one before it in the batch (with its caption), because distributed losses
@@ -97,7 +98,8 @@ def augment(images: list[Any], spec: CropSpec, params: np.ndarray | None = None)
     """(B,3,S,S) float32 normalised pixels from uint8 (3,H,W) tensors, each randomly resized-cropped
     (`params`: (top, left, height, width) rows; drawn by crop_params from torch's RNG when None)."""
     import torch
-    import torch.nn.functional as F
+
+    from curate.training.resize import resize_crops
 
     s = spec.size
     device = images[0].device
@@ -105,17 +107,7 @@ def augment(images: list[Any], spec: CropSpec, params: np.ndarray | None = None)
         sizes = np.array([tuple(im.shape[1:]) for im in images], dtype=np.int64)
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         params = crop_params(sizes, spec, rng)
-    resized = [  # per image only what must be: crop sizes differ (the Python loop is the cost here)
-        F.interpolate(
-            image[None, :, top : top + h, left : left + w].float(),
-            size=(s, s),
-            mode="bicubic",
-            antialias=True,
-            align_corners=False,
-        )
-        for image, (top, left, h, w) in zip(images, params.tolist(), strict=True)
-    ]
-    out = torch.cat(resized).round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
+    out = resize_crops(images, params, s).round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
     return out.sub_(mean).div_(std)

@@ -15,7 +15,7 @@ steady state read from open_clip's out.log (each log line holds the mean batch t
 the previous line), so start-up, the first step and the final checkpoint are left out.
 `producer` times what train.gpu_decode adds to the training process for one batch, apart: nvJPEG
 decoding, and the random-resized-crop resize done per image (F.interpolate in a loop, the old path) and
-batched (training/resize.py, the current path), with a CUDA synchronise around each.
+batched (curate/resize.py, the current path), with a CUDA synchronise around each.
 `synthetic` builds the same model (grad checkpointing), AdamW groups, ClipLoss (local loss, gather
 with grad) and autocast, and times steps on random inputs that never leave the GPU.
 
@@ -319,7 +319,7 @@ def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[st
 
     from curate.imagedecode import decode_tensors
     from curate.training.gpu_loader import CropSpec, crop_params
-    from curate.training.resize import resize_crops
+    from curate.resize import resize_crops
 
     spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     batches = _batches_of_bytes(data, batch, count)
@@ -359,7 +359,7 @@ def overlap(data: Path, batch: int, size: int = 224) -> dict[str, Any]:
     batches, on its own stream and thread) running beside it: what the producer costs the training."""
     from curate.imagedecode import decode_tensors
     from curate.training.gpu_loader import CropSpec, crop_params
-    from curate.training.resize import resize_crops
+    from curate.resize import resize_crops
 
     spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     batches = _batches_of_bytes(data, batch, 2)

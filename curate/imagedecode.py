@@ -95,43 +95,33 @@ class TensorPreprocess:
         return int(s * h / w), s
 
     def __call__(self, images: list[Any], dtype: Any) -> Any:
-        """(B,3,S,S) normalised pixels in `dtype` from a list of uint8 (3,H,W) tensors."""
+        """(B,3,S,S) normalised pixels in `dtype` from a list of uint8 (3,H,W) tensors: each resized as
+        PIL does (bicubic, antialiased, rounded to uint8) and centre-cropped (zero-padded when smaller),
+        all sizes of a batch together in a few batched matmuls (curate/resize.py)."""
         import torch
-        import torch.nn.functional as F
+
+        from curate.resize import resize_crops
 
         s = self.image_size
         device = images[0].device
-        out = torch.empty((len(images), 3, s, s), dtype=dtype, device=device)
+        boxes, plan = [], []
+        for im in images:
+            h, w = im.shape[1:]
+            th, tw = self.target_size(h, w)
+            boxes.append((0, 0, h, w))
+            plan.append((th, tw, _window_start(th, s), _window_start(tw, s)))
+        x = resize_crops(images, boxes, s, plan).round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(tuple(im.shape[1:]), []).append(i)
-        for (h, w), idx in groups.items():
-            x = torch.stack([images[i] for i in idx]).float()
-            th, tw = self.target_size(h, w)
-            if (th, tw) != (h, w):
-                x = F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)
-                x = x.round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
-            top, left = _crop_offset(th, s), _crop_offset(tw, s)
-            x = (
-                _pad_to(x, s)[:, :, top : top + s, left : left + s]
-                if min(th, tw) < s
-                else x[:, :, top : top + s, left : left + s]
-            )
-            out[torch.tensor(idx, device=device)] = ((x - mean) / std).to(dtype)
-        return out
+        return ((x - mean) / std).to(dtype)
+
+
+def _window_start(size: int, crop: int) -> int:
+    """First row (column) of the resized image in CenterCrop's output: its crop offset, or minus the
+    zero padding above (left of) an image smaller than the crop."""
+    return _crop_offset(size, crop) if size >= crop else -((crop - size) // 2)
 
 
 def _crop_offset(size: int, crop: int) -> int:
     """torchvision CenterCrop's offset: int(round((size - crop) / 2))."""
     return int(round((size - crop) / 2.0)) if size >= crop else 0
-
-
-def _pad_to(x: Any, s: int) -> Any:
-    """Zero padding up to the crop, as CenterCrop does for images smaller than the crop."""
-    import torch.nn.functional as F
-
-    h, w = x.shape[-2:]
-    ph, pw = max(s - h, 0), max(s - w, 0)
-    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))

@@ -37,3 +37,23 @@ def test_undecodable_bytes_get_a_reason_and_the_rest_still_decode() -> None:
     assert [e is None for e in errors] == [True, False, False, False, True]
     assert all(e.startswith("undecodable image: ") for e in errors[1:4])
     assert np.array_equal(images[0].numpy(), decode_tensors([good[0]], "cpu")[0][0].numpy())
+
+
+def test_batched_resize_equals_torchvisions_resize_and_centre_crop_for_every_shape() -> None:
+    """Shapes wider, taller, square, smaller than the crop (zero padding), one pixel; squash too."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    g = torch.Generator().manual_seed(3)
+    shapes = [(512, 384), (384, 512), (64, 64), (40, 90), (90, 40), (20, 20), (1, 1), (700, 33), (65, 64)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in shapes]
+    for mode in ("shortest", "squash"):
+        tp = TensorPreprocess(64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), mode)
+        got = tp(images, torch.float32) * 0.25 * 255 + 0.5 * 255  # back to pixel levels
+        for image, row in zip(images, got, strict=True):
+            size = [64, 64] if mode == "squash" else 64
+            resized = TF.resize(image.float()[None], size, InterpolationMode.BICUBIC, antialias=True)
+            if tuple(resized.shape[-2:]) == tuple(image.shape[1:]):
+                resized = image.float()[None]  # torchvision skips an identity resize
+            want = TF.center_crop(resized.round().clamp(0, 255), [64, 64])[0]
+            assert (row - want).abs().max() <= 1.0001, (mode, image.shape)  # .5 rounding ties only

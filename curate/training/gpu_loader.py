@@ -6,7 +6,7 @@ With gpu_decode the workers only read the tars and tokenize; the encoded images 
 process, which decodes them in batches with nvJPEG (other formats through PIL) and applies the model's
 own train augmentation there: RandomResizedCrop with the (size, scale, ratio) of open_clip's transform
 (its parameters drawn as torchvision draws them, for a whole batch at once), a bicubic antialiased
-resize rounded to uint8 as PIL's output is (all crops of a batch in a few matmuls: training/resize.py),
+resize rounded to uint8 as PIL's output is (all crops of a batch in a few matmuls: curate/resize.py),
 then the transform's normalisation. A batch is prepared one
 step ahead on its own CUDA stream, so it overlaps the previous training step. The pixels differ from
 PIL's by resampling rounding only (tests/training/test_gpu_loader.py measures it). An image no decoder
@@ -99,7 +99,7 @@ def augment(images: list[Any], spec: CropSpec, params: np.ndarray | None = None)
     (`params`: (top, left, height, width) rows; drawn by crop_params from torch's RNG when None)."""
     import torch
 
-    from curate.training.resize import resize_crops
+    from curate.resize import resize_crops
 
     s = spec.size
     device = images[0].device

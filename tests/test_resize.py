@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curate.training import resize
-from curate.training.resize import resize_crops, resize_weights
+from curate import resize
+from curate.resize import resize_crops, resize_weights
 
 
 def _random_crops(n: int, seed: int) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:

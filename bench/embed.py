@@ -3,12 +3,13 @@
     python bench/embed.py --device cuda --models ViT-B-32,ViT-L-14 --images 20000      # on the GPU box
     python bench/embed.py --device cpu --models curate-tiny-vit64 --images 2000        # on 2 cores
 
-It writes synthetic webdataset shards (photo-like JPEGs of DataComp's shapes: 512 px longest side,
-~60-100 KB, mixed aspect ratios; alt-text-like captions), then per model: (1) the model-only rate,
-image and text towers on inputs already on the device at the same batch size; (2) `embed_shard` end to
-end (tar read, decode, preprocess, both towers, npz + parquet written). Models are randomly initialised
-(weights do not change speed). It also states how close the GPU path is to open_clip's reference
-(PIL preprocess, fp32 on CPU): pixel difference and embedding cosine. Prints a table and a JSON line.
+It writes synthetic webdataset shards (photo-like JPEGs of DataComp's shapes: 512 px longest side or less,
+~60-100 KB, half of them in six common shapes, half of any aspect from 1:2 to 2:1, so that a batch holds
+hundreds of distinct sizes as real shards do; alt-text-like captions), then per model: (1) the model-only
+rate, image and text towers on inputs already on the device at the same batch size; (2) `embed_shard` end
+to end (tar read, decode, preprocess, both towers, npz + parquet written). Models are randomly initialised
+(weights do not change speed). It also states how close the GPU path is to open_clip's reference (PIL
+preprocess, fp32 on CPU): pixel difference and embedding cosine. Prints a table and a JSON line.
 """
 
 from __future__ import annotations
@@ -90,7 +91,15 @@ def _image(i: int) -> tuple[bytes, str]:
     from PIL import Image
 
     rng = np.random.default_rng(i)
-    w, h = SHAPES[i % len(SHAPES)]
+    if i % 2:  # half the images: any aspect from 1:2 to 2:1, longest side 512 (or smaller, not resized up)
+        longest, aspect = int(rng.choice([512, 512, 512, 400, 300])), float(np.exp(rng.uniform(-0.7, 0.7)))
+        w, h = (
+            (longest, max(1, round(longest / aspect)))
+            if aspect >= 1
+            else (max(1, round(longest * aspect)), longest)
+        )
+    else:
+        w, h = SHAPES[i % len(SHAPES)]
     base = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
     im = Image.fromarray(base).resize((w, h), Image.BICUBIC)
     arr = np.asarray(im).astype(np.int16) + rng.normal(0, 9, (h, w, 3)).astype(np.int16)

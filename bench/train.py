@@ -318,8 +318,8 @@ def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[st
     import torch
 
     from curate.imagedecode import decode_tensors
-    from curate.training.gpu_loader import CropSpec, crop_params
     from curate.resize import resize_crops
+    from curate.training.gpu_loader import CropSpec, crop_params
 
     spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     batches = _batches_of_bytes(data, batch, count)
@@ -358,8 +358,8 @@ def overlap(data: Path, batch: int, size: int = 224) -> dict[str, Any]:
     """The synthetic step alone, then with the GPU-decode producer (decode + crop + resize of real JPEG
     batches, on its own stream and thread) running beside it: what the producer costs the training."""
     from curate.imagedecode import decode_tensors
-    from curate.training.gpu_loader import CropSpec, crop_params
     from curate.resize import resize_crops
+    from curate.training.gpu_loader import CropSpec, crop_params
 
     spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     batches = _batches_of_bytes(data, batch, 2)

@@ -64,10 +64,13 @@ def _not_yet(cfg: PipelineConfig) -> list[str]:
 def run(file: PipelineFile, overrides: Overrides = None) -> None:
     """Run a pipeline: every stage in order, resuming finished shards."""
     from curate.runner import run_pipeline
+    from curate.upstream import prepare
 
     cfg = load_config(file, overrides)
     run_dir = RunDir(cfg.resolved_run_dir())
-    err.print(f"run directory: {run_dir.root}")
+    where = f"{cfg.remote_run_dir()} (working copy: {run_dir.root})" if cfg.remote_run_dir() else run_dir.root
+    err.print(f"run directory: {where}", markup=False, highlight=False)
+    cfg = prepare(cfg, run_dir, err)  # first the models another pipeline trains (from_pipeline)
     run_pipeline(cfg, run_dir, console=err)
     pending = _not_yet(cfg)
     if pending:
@@ -108,13 +111,15 @@ def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML fil
     for file in files:
         try:
             cfg = load_config(file)
-            if cfg.strategies:  # filter names and parameters too, not only the expressions' shape
-                from curate.filtering.compose import parse_strategies
+            from curate.filtering.compose import parse_strategies
+            from curate.upstream import resolve
 
-                try:
+            try:
+                resolve(cfg)  # a pipeline it names (from_pipeline) must load and train that model
+                if cfg.strategies:  # filter names and parameters too, not only the expressions' shape
                     parse_strategies(cfg.strategies)
-                except CurateError as exc:
-                    raise CurateError(f"{file}: {exc.message}", exc.problems) from None
+            except CurateError as exc:
+                raise CurateError(f"{file}: {exc.message}", exc.problems) from None
             out.print(f"[green]ok[/] {file}")
         except CurateError as exc:
             bad += 1
@@ -128,9 +133,12 @@ def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML fil
 def plan(file: PipelineFile, overrides: Overrides = None) -> None:
     """Show the stages, what each reads and writes, and what is already done."""
     from curate.runner import plan_status
+    from curate.storage import pull_working_copy
+    from curate.upstream import resolve
 
-    cfg = load_config(file, overrides)
+    cfg = resolve(load_config(file, overrides))
     run_dir = RunDir(cfg.resolved_run_dir())
+    pull_working_copy(cfg, run_dir, lambda msg: err.print(msg, markup=False, highlight=False))
     table = Table(title=f"{cfg.name} -> {run_dir.root}")
     for col in ("stage", "reads", "writes", "shards done", "state"):
         table.add_column(col)
@@ -144,6 +152,52 @@ def plan(file: PipelineFile, overrides: Overrides = None) -> None:
     for name in _not_yet(cfg):
         table.add_row(name, "", "", "", "configured; not in this version yet")
     out.print(table)
+
+
+@app.command()
+@user_errors
+def sweep(
+    file: PipelineFile,
+    overrides: Overrides = None,
+    seeds: Annotated[int, typer.Option(help="Trainings per strategy (seeds train.seed, +1, ...).")] = 1,
+    scale: Annotated[
+        str | None, typer.Option(help="Training scale for the sweep (default: the pipeline's train.scale).")
+    ] = None,
+    strategies: Annotated[
+        str | None, typer.Option(help="Comma-separated strategies to sweep (default: all).")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="The strategy to beat (default: no_filter, when swept).")
+    ] = None,
+    from_resharded: Annotated[
+        bool,
+        typer.Option(
+            help="Run only the sweep's training and evaluation, on the run directory's resharded/<strategy>/ "
+            "(and subsets/, evalsets/) as they are: for a GPU machine training what a CPU machine curated."
+        ),
+    ] = False,
+) -> None:
+    """Train and evaluate every strategy at one scale, once per seed, and rank them: RUN/sweep/
+    leaderboard.json and .csv (headline score, seed spread, whether each beats the baseline)."""
+    from curate import leaderboard
+    from curate.sweep import check_resharded, plan_sweep, run_sweep, swap_stages
+    from curate.upstream import prepare
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies is not None else None
+    cfg, plan = plan_sweep(
+        load_config(file, overrides), seeds=seeds, scale=scale, strategies=names, baseline=baseline
+    )
+    run_dir = RunDir(cfg.resolved_run_dir())
+    err.print(f"run directory: {run_dir.root}")
+    if from_resharded:
+        check_resharded(run_dir, plan)
+    else:
+        cfg = prepare(cfg, run_dir, err, stage_filter=swap_stages(cfg, run_dir, plan))
+    board = run_sweep(cfg, run_dir, plan, console=err, sweep_only=from_resharded)
+    wide = out if out.is_terminal else Console(width=200)  # a log keeps the table's rows whole
+    wide.print(leaderboard.table(board))
+    where = run_dir.root / "sweep"
+    err.print(f"leaderboard: {where / 'leaderboard.json'}, {where / 'leaderboard.csv'}", soft_wrap=True)
 
 
 @pool_app.command("fetch")
@@ -212,7 +266,10 @@ def filter_cmd(
 @app.command("reshard")
 @user_errors
 def reshard_cmd(
-    shards: Annotated[Path, typer.Option(help="Directory of img2dataset shards (NNNNNNNN.tar, .parquet).")],
+    shards: Annotated[
+        str,
+        typer.Option(help="Directory of img2dataset shards (NNNNNNNN.tar, .parquet): a path or fsspec URL."),
+    ],
     subset: Annotated[Path, typer.Option(help="DataComp subset file (.npy of u8,u8 uids, sorted).")],
     out: Annotated[Path, typer.Option(help="Output directory (empty, or an unfinished reshard to resume).")],
     shard_size: Annotated[int, typer.Option(min=1, help="Samples per output shard.")] = 10_000,
@@ -379,7 +436,9 @@ def report(
     """Write RUN/report/index.html: timings, funnels, distributions, and per filter the samples it kept
     and removed nearest its decision boundary (thumbnails from the shards)."""
     from curate.report import build_report
+    from curate.storage import refuse_url
 
+    refuse_url(run_dir, "RUN_DIR", "report")
     path = build_report(run_dir, per_side=per_side)
     out.print(f"report: {path}")
 
@@ -400,8 +459,11 @@ def submit(
 ) -> None:
     """Bundle a strategy's submission (subset, results, scores, config, training record, checksums),
     check it as the benchmark would, and optionally upload it to the Hugging Face hub."""
+    from curate.storage import refuse_url
     from curate.submit import build_bundle, check_bundle, upload
 
+    if run_dir is not None:
+        refuse_url(run_dir, "RUN_DIR", "submit")
     if check is not None:
         if run_dir or strategy or out_dir:
             raise CurateError("--check DIR takes no run, --strategy or --out")
@@ -448,7 +510,10 @@ def sql_cmd(
 ) -> None:
     """DuckDB SQL over a run's tables: samples, shards, decisions, subsets, eval, stages (read-only)."""
     from curate import sql
+    from curate.storage import refuse_url
 
+    if run_dir is not None:
+        refuse_url(run_dir, "--run", "sql")
     if list_queries:
         table = Table(title="named queries (sql/)")
         for col in ("name", "parameters", "what it answers"):

@@ -3,7 +3,9 @@
 A model is `{name, arch, pretrained, model_config_file}`. `pretrained` is an open_clip tag (e.g.
 `openai`: fetched from the network on first use, then cached), a local checkpoint path, or null (random
 init, seeded so every worker builds the same weights: for tests and CPU demos). `model_config_file`
-registers a custom architecture; `curate-tiny-vit64` (a 64 px ViT) ships with curate.
+registers a custom architecture; `curate-tiny-vit64` (a 64 px ViT) ships with curate. A model with
+`from_pipeline` (a filtering network another pipeline trains) loads once curate.upstream has resolved
+its checkpoint into `pretrained`; before that it is refused, never silently a random init.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from curate.config import EmbedModelConfig
+from curate.errors import CurateError
 
 BUILTIN_CONFIGS = Path(__file__).parent / "model_configs"
 RANDOM_INIT_SEED = 0
@@ -78,6 +82,13 @@ def model_problems(spec: EmbedModelConfig, where: str) -> list[str]:
     """Why this model cannot be loaded here, checked before any work (no weights are read)."""
     import open_clip
 
+    up = spec.from_pipeline
+    if up is not None and not spec.pretrained:  # curate.upstream.resolve sets pretrained once trained
+        command = shlex.join(["curate", "run", up.config, *up.overrides])
+        return [
+            f"{where}.from_pipeline: the model of strategy '{up.strategy}' of {up.config} is not trained "
+            f"yet; `{command}` trains it (`curate run` and `curate sweep` of this pipeline do that first)"
+        ]
     problems = []
     if spec.model_config_file and not Path(spec.model_config_file).is_file():
         problems.append(f"{where}.model_config_file: file not found (got '{spec.model_config_file}')")
@@ -219,6 +230,8 @@ def load_clip(spec: EmbedModelConfig, device: str = "cpu", bf16: bool | None = N
     import open_clip
     import torch
 
+    if spec.from_pipeline is not None and not spec.pretrained:
+        raise CurateError(f"embed model {spec.name}: {spec.from_pipeline.config} has not trained it yet")
     register(spec)
     bf16 = device.startswith("cuda") if bf16 is None else bf16
     if not spec.pretrained:

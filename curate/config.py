@@ -133,11 +133,28 @@ class DownloadConfig(Strict):
 # ---------------------------------------------------------------- embed
 
 
+class FromPipeline(Strict):
+    """A filtering network (DFN-style): the CLIP another pipeline trains, e.g. on a trusted subset of a
+    pool that has no pretrained CLIP. Resolved by curate.upstream to that run's epoch_latest.pt."""
+
+    config: str = Field(description="That pipeline's YAML (a relative path: relative to the file naming it).")
+    strategy: str = Field(description="Whose model: <that run>/train/<strategy>/checkpoints/epoch_latest.pt.")
+    overrides: list[str] = Field([], description="key=value overrides for that pipeline (e.g. its run_dir).")
+    trained: str | None = Field(
+        None,
+        description="Set by curate: the hash of that training's settings, so that a network trained again "
+        "with other settings redoes the embeddings. Leave unset.",
+    )
+
+
 class EmbedModelConfig(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     arch: str
     pretrained: str | None = Field(None, description="open_clip tag (needs the network) or checkpoint path.")
     model_config_file: str | None = Field(None, description="open_clip model config JSON for custom models.")
+    from_pipeline: FromPipeline | None = Field(
+        None, description="Weights trained by another pipeline (instead of pretrained); see curate.upstream."
+    )
 
 
 class EmbedConfig(Strict):
@@ -209,9 +226,9 @@ class ReshardConfig(Strict):
 
 class TrainConfig(Strict):
     """DataComp's train.py options. A scale's recipe (model, batch, lr, warmup, samples seen, beta2) is
-    fixed: there is no key for it. `tiny` is curate's unofficial CPU scale."""
+    fixed: there is no key for it. `tiny`, `tiny_long` and `smoke` are curate's unofficial scales."""
 
-    scale: Literal["tiny", "debug", "small", "medium", "large", "xlarge"]
+    scale: Literal["tiny", "tiny_long", "smoke", "debug", "small", "medium", "large", "xlarge"]
     num_checkpoints: int = Field(5, ge=1)
     precision: Literal["amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32"] | None = Field(
         None, description="null: amp on GPU (amp_bfloat16 for xlarge, as DataComp advises), fp32 on CPU."
@@ -221,6 +238,13 @@ class TrainConfig(Strict):
         1, ge=0, json_schema_extra=EXEC_ONLY, description="GPUs per strategy's training (0: CPU)."
     )
     workers: int = Field(4, ge=0, json_schema_extra=EXEC_ONLY)
+    trainings_per_gpu: int = Field(
+        1,
+        ge=1,
+        json_schema_extra=EXEC_ONLY,
+        description="With gpus: 1, how many trainings share one GPU at once (small unofficial scales on "
+        "a big GPU, e.g. a sweep of tiny_long); each takes 1/N of it.",
+    )
     accum_freq: int = Field(1, ge=1)
     gpu_decode: bool = Field(
         True,
@@ -259,7 +283,14 @@ class RayConfig(Strict):
 
 class PipelineConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    run_dir: str | None = Field(None, description="Default: runs/<name> under the current directory.")
+    run_dir: str | None = Field(
+        None,
+        description="Default: runs/<name> under the current directory. A URL (s3://bucket/runs/x) keeps "
+        "the run on object storage; it is then worked on in work_dir (see curate.storage).",
+    )
+    work_dir: str | None = Field(
+        None, description="With a run_dir URL: the local working copy the stages read and write."
+    )
     pool: PoolConfig
     download: DownloadConfig = DownloadConfig()
     embed: EmbedConfig | None = None
@@ -293,8 +324,54 @@ class PipelineConfig(Strict):
             raise _problems_error([(("download", "subset"), msg)])
         return self
 
+    @model_validator(mode="after")
+    def _check_storage(self) -> PipelineConfig:
+        problems = storage_problems(self.run_dir, self.work_dir)
+        if problems:
+            raise _problems_error(problems)
+        return self
+
     def resolved_run_dir(self) -> Path:
+        """Where the stages work: run_dir, or work_dir when run_dir is a URL."""
+        if self.remote_run_dir() is not None:
+            return Path(str(self.work_dir))
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+    def remote_run_dir(self) -> str | None:
+        """run_dir when it is a URL (object storage), else None."""
+        return self.run_dir if self.run_dir and is_url(self.run_dir) else None
+
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
+
+
+def is_url(text: str) -> bool:
+    """Whether a path option is a URL (s3://, gs://, file://, ...) rather than a local path."""
+    return _URL.match(text) is not None
+
+
+def storage_problems(run_dir: str | None, work_dir: str | None) -> list[tuple[KeyPath, str]]:
+    """run_dir may be a URL only together with a local work_dir, and work_dir is only for that."""
+    match = _URL.match(run_dir or "")
+    if match is None:
+        if work_dir is not None:
+            msg = "is only used when run_dir is a URL such as s3://bucket/runs/NAME; remove it"
+            return [(("work_dir",), f"{msg} (run_dir: {_show(run_dir)}) (got {_show(work_dir)})")]
+        return []
+    problems: list[tuple[KeyPath, str]] = []
+    scheme, rest = match[1].lower(), match[2]
+    if scheme != "file" and not rest.split("/", 1)[0]:
+        msg = "a URL needs a bucket (or host) after '://', e.g. s3://bucket/runs/NAME"
+        problems.append((("run_dir",), f"{msg} (got {_show(run_dir)})"))
+    if work_dir is None:
+        msg = (
+            "required when run_dir is a URL: a local directory where the stages work; each finished output "
+            "is copied to run_dir"
+        )
+        problems.append((("work_dir",), f"{msg} (run_dir: {_show(run_dir)})"))
+    elif is_url(work_dir):
+        problems.append((("work_dir",), f"must be a local directory, not a URL (got {_show(work_dir)})"))
+    return problems
 
 
 # ---------------------------------------------------------------- hashing
@@ -602,6 +679,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         n = len(problems)
         problems.sort(key=lambda problem: problem[0])
         raise ConfigError(f"{path}: {n} problem{'s' if n > 1 else ''}", [msg for _, msg in problems])
+    return _paths_relative_to(cfg, path.parent)
+
+
+def _paths_relative_to(cfg: PipelineConfig, base: Path) -> PipelineConfig:
+    """Another pipeline named by this one (embed.models.N.from_pipeline.config) is found relative to
+    this file, wherever curate runs from; the resolved config then holds its absolute path."""
+    for model in cfg.embed.models if cfg.embed else []:
+        upstream = model.from_pipeline
+        if upstream is not None and not Path(upstream.config).is_absolute():
+            upstream.config = str((base / upstream.config).resolve())
     return cfg
 
 

@@ -39,13 +39,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from curate.config import is_url
 from curate.errors import CurateError
 from curate.rundir import atomic_write_json, atomic_write_text, atomic_write_with, clear_stale_temps
+from curate.storage import open_fs, open_input
 from curate.tarsafe import MemberTooLarge, Sample, TarReader, TarWriter
 from curate.uids import UID_DTYPE, array_to_uids, check_subset, is_valid_uid, read_subset, validate_subset
 
@@ -73,7 +75,10 @@ class InputShard:
 
 
 def find_input_shards(shards_dir: str | Path) -> list[InputShard]:
-    """Every `*.tar` of the directory, in name order (img2dataset's ids are zero-padded)."""
+    """Every `*.tar` of the directory, in name order (img2dataset's ids are zero-padded). A URL
+    (s3://bucket/shards) is listed through fsspec and its tars are streamed, never copied whole."""
+    if is_url(str(shards_dir)):
+        return _find_remote_shards(str(shards_dir))
     root = Path(shards_dir)
     if not root.is_dir():
         raise CurateError(f"--shards: {root} is not a directory of webdataset shards (NNNNNNNN.tar)")
@@ -89,6 +94,37 @@ def find_input_shards(shards_dir: str | Path) -> list[InputShard]:
         raise CurateError(
             f"--shards: {root} holds no .tar shards (expected img2dataset output: NNNNNNNN.tar)"
         )
+    return out
+
+
+def _find_remote_shards(url: str) -> list[InputShard]:
+    """find_input_shards for a URL (s3://bucket/shards): one listing, sizes included."""
+    fs, root = open_fs(url)
+    root = root.rstrip("/")
+    try:
+        infos = fs.ls(root, detail=True) if fs.isdir(root) else None
+    except Exception as exc:  # credentials, network: whatever the backend raises
+        raise CurateError(f"--shards: cannot list {url} ({type(exc).__name__}: {exc})") from None
+    if infos is None:
+        raise CurateError(
+            f"--shards: {url} is not a directory of webdataset shards (NNNNNNNN.tar), or its bucket "
+            "does not exist"
+        )
+    files = {PurePosixPath(i["name"]).name: i for i in infos if i.get("type") == "file"}
+    out = []
+    for name, info in sorted(files.items()):
+        if name.endswith(".tar") and not name.startswith("."):
+            parquet = files.get(name.removesuffix(".tar") + ".parquet")
+            out.append(
+                InputShard(
+                    fs.unstrip_protocol(info["name"]),
+                    name,
+                    int(info["size"]),
+                    fs.unstrip_protocol(parquet["name"]) if parquet else None,
+                )
+            )
+    if not out:
+        raise CurateError(f"--shards: {url} holds no .tar shards (expected img2dataset output: NNNNNNNN.tar)")
     return out
 
 
@@ -145,10 +181,11 @@ def _from_parquet(shard: InputShard) -> ShardIndex | None:
 
     assert shard.parquet is not None
     try:
-        schema = pq.read_schema(shard.parquet)
-        if not {"uid", "key", "status"} <= set(schema.names):
-            return None
-        table = pq.read_table(shard.parquet, columns=["uid", "key", "status"])
+        with open_input(shard.parquet) as f:
+            pf = pq.ParquetFile(f)
+            if not {"uid", "key", "status"} <= set(pf.schema_arrow.names):
+                return None
+            table = pf.read(columns=["uid", "key", "status"])
     except (OSError, ValueError):
         return None
     table = table.filter(pc.equal(table["status"], "success"))

@@ -42,9 +42,11 @@ def atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fchmod(f.fileno(), _FILE_MODE)  # mkstemp makes 0600; run files are as readable as any other
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # a failed write names no file
         raise
 
 
@@ -164,6 +166,7 @@ class Manifest:
     def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
         self.path = path
         self.data = data or {"version": MANIFEST_VERSION, "stages": {}}
+        self.on_save: Callable[[], None] | None = None  # a run_dir URL: curate.storage pushes after saves
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -179,6 +182,8 @@ class Manifest:
 
     def save(self) -> None:
         atomic_write_json(self.path, self.data)
+        if self.on_save is not None:
+            self.on_save()
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].setdefault(name, {"shards": {}})

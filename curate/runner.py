@@ -7,12 +7,15 @@ before. A shard counts as done when the manifest says so under the current hash 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import (
@@ -26,12 +29,18 @@ from rich.progress import (
 from rich.text import Text
 
 from curate.config import PipelineConfig, config_hash, dump_config
+from curate.diskfull import disk_full_error, disk_full_reason, stop_when_disk_full
 from curate.errors import CurateError, PreflightError
 from curate.rundir import Manifest, RunDir, atomic_write_text, clear_stale_temps, now_iso
 from curate.stages.base import ShardResult, ShardTask, Stage
+from curate.storage import RemoteRun, keep_synced
 
 # Environment every Ray worker gets (img2dataset imports albumentations, which phones home otherwise).
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "RAY_AUTH_MODE": "disabled"}
+# Times an actor stage's shard is handed to another worker after its worker died under it (node lost).
+LOST_SHARD_RETRIES = 2
+
+log = logging.getLogger(__name__)
 
 
 Outcome = tuple[ShardTask, ShardResult | str]  # a shard's result, or its error as text
@@ -137,18 +146,27 @@ def run_pipeline(
     if stage_filter is not None:
         stages = [stage_filter(s) for s in stages]
     problems = [p for stage in stages if not only or stage.name in only for p in stage.preflight()]
+    remote = RemoteRun.of(cfg, run)  # run_dir is a URL: the stages work in a local copy (curate.storage)
+    if remote is not None:
+        problems += remote.check()
     if problems:  # before anything is written, the run directory included
         raise PreflightError(f"{cfg.name}: cannot start", problems)
+    if remote is not None:
+        remote.pull(lambda msg: console.print(msg, markup=False, highlight=False))
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, dump_config(cfg))
+    for stale in run.root.glob(".*.tmp"):  # a killed run's manifest.json or config.yaml, half written
+        stale.unlink(missing_ok=True)
+    with stop_when_disk_full("run", run.root):
+        atomic_write_text(run.config, dump_config(cfg))
     hashes = stage_hashes(stages)
     manifest = run.read_manifest()
     manifest.data["name"] = cfg.name
-    with RayExecutor(cfg) as executor:
+    with RayExecutor(cfg) as executor, keep_synced(remote, manifest, console):
         for stage in stages:
             if only and stage.name not in only:
                 continue
-            _run_stage(stage, hashes[stage.name], manifest, executor, console)
+            with stop_when_disk_full(stage.name, run.root):  # the driver's own writes (manifest, finish)
+                _run_stage(stage, hashes[stage.name], manifest, executor, console)
     return manifest
 
 
@@ -181,10 +199,11 @@ def _run_stage(stage: Stage, h: str, manifest: Manifest, executor: RayExecutor, 
     manifest.save()
     failures: dict[str, str] = {}
     items = 0
-    with stage.running(), _progress(console) as progress:
+    outcomes = executor.map(stage, pending)  # closed on any way out: shards still running are stopped
+    with stage.running(), _progress(console) as progress, contextlib.closing(outcomes):
         bar = progress.add_task(stage.name, total=sum(t.items for t in tasks), completed=0)
         progress.update(bar, completed=sum(t.items for t in tasks if t.shard_id in done))
-        for task, outcome in executor.map(stage, pending):
+        for task, outcome in outcomes:
             if isinstance(outcome, ShardResult):
                 record["shards"][task.shard_id] = {
                     "status": "done",
@@ -198,6 +217,8 @@ def _run_stage(stage: Stage, h: str, manifest: Manifest, executor: RayExecutor, 
             else:
                 failures[task.shard_id] = outcome
                 record["shards"][task.shard_id] = {"status": "failed", "hash": h, "error": outcome}
+                if disk_full_reason(outcome):  # every other shard would fail the same way: stop now
+                    _stop_disk_full(stage.name, task.shard_id, outcome, record, manifest)
             manifest.save()
             progress.update(bar, advance=task.items)
     if failures:
@@ -217,6 +238,17 @@ def _run_stage(stage: Stage, h: str, manifest: Manifest, executor: RayExecutor, 
         f"{time.time() - t0:.1f} s ({rate:.0f} {stage.items_label}/s); "
         + ", ".join(f"{k} {v}" for k, v in counts.items() if not isinstance(v, dict))
     )
+
+
+def _stop_disk_full(
+    stage: str, shard_id: str, error: str, record: dict[str, Any], manifest: Manifest
+) -> NoReturn:
+    """Record why the stage stopped (if the manifest still fits) and raise DiskFull."""
+    exc = disk_full_error(f"{stage}, shard {shard_id}", manifest.path.parent, error)
+    record.update(status="failed", stopped=exc.message)
+    with contextlib.suppress(OSError):  # it may not fit: the last saved manifest stays valid
+        manifest.save()
+    raise exc
 
 
 def _finish(
@@ -323,19 +355,28 @@ class RayExecutor:
         cap = stage.max_concurrency() or len(tasks)
         queue = list(tasks)
         in_flight: dict[Any, ShardTask] = {}
-        while queue or in_flight:
-            while queue and len(in_flight) < cap:
-                task = queue.pop(0)
-                in_flight[remote.remote(stage_ref, task)] = task
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            task = in_flight.pop(ready[0])
-            try:
-                yield task, ray.get(ready[0])
-            except ray.exceptions.RayError as exc:
-                yield task, _error_text(exc)
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < cap:
+                    task = queue.pop(0)
+                    in_flight[remote.remote(stage_ref, task)] = task
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                task = in_flight.pop(ready[0])
+                try:
+                    yield task, ray.get(ready[0])
+                except ray.exceptions.RayError as exc:
+                    yield task, _error_text(exc)
+        finally:  # the stage stopped early (a full disk, Ctrl-C): interrupt what still runs
+            _cancel(list(in_flight))
 
     def _map_actors(self, stage: Stage, tasks: list[ShardTask]) -> Iterator[Outcome]:
-        """Long-lived workers, one per GPU (or CPU), each loading its models once, fed shard by shard."""
+        """Long-lived workers, one per GPU (or CPU), each loading its models once, fed shard by shard.
+
+        A worker that dies (its node lost, its process killed) is dropped and its shard handed to another
+        worker, up to LOST_SHARD_RETRIES times; when none is left a new one is started wherever Ray finds
+        room. Ray's own actor restarts are off: a restart waits for a free slot on any node, which the
+        surviving workers hold, so the dead worker's shard would wait forever.
+        """
         import ray
 
         resources = ray.cluster_resources()
@@ -344,24 +385,61 @@ class RayExecutor:
         slots = int(resources.get(unit, 1) // per) or 1
         count = min(len(tasks), stage.max_concurrency() or slots, slots)
         worker = ray.remote(_StageWorker).options(
-            num_cpus=stage.num_cpus, num_gpus=stage.num_gpus, max_restarts=1, max_task_retries=1
+            num_cpus=stage.num_cpus, num_gpus=stage.num_gpus, max_restarts=0, max_task_retries=0
         )
         idle = [worker.remote(stage) for _ in range(count)]
         queue = list(tasks)
         in_flight: dict[Any, tuple[ShardTask, Any]] = {}
+        lost: Counter[str] = Counter()
+        broken = ""  # a worker's setup() raised: the same error for every shard, no new workers
         while queue or in_flight:
+            if queue and not idle and not in_flight:
+                if broken:
+                    yield from ((task, broken) for task in queue)
+                    break
+                idle.append(worker.remote(stage))
             while queue and idle:
                 actor, task = idle.pop(), queue.pop(0)
                 in_flight[actor.run.remote(task)] = (task, actor)
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             task, actor = in_flight.pop(ready[0])
-            idle.append(actor)
             try:
-                yield task, ray.get(ready[0])
+                result = ray.get(ready[0])
+            except ray.exceptions.RayActorError as exc:
+                ray.kill(actor)  # dead already, or unreachable: either way its slot goes to a new worker
+                if exc.actor_init_failed:
+                    broken = _error_text(exc)
+                if broken or lost[task.shard_id] >= LOST_SHARD_RETRIES:
+                    yield task, broken or _error_text(exc)
+                    continue
+                lost[task.shard_id] += 1
+                log.warning(
+                    "%s: shard %s lost with its worker (%s); running it again on another worker",
+                    stage.name,
+                    task.shard_id,
+                    _error_text(exc),
+                )
+                queue.insert(0, task)
+                continue
             except ray.exceptions.RayError as exc:
-                yield task, _error_text(exc)
+                result = _error_text(exc)
+            idle.append(actor)
+            yield task, result
         for actor in idle:
             ray.kill(actor)
+
+
+def _cancel(refs: list[Any]) -> None:
+    """Shards still running when a stage stops early are interrupted (their temporaries are removed)
+    and awaited a little, so none writes after the run stopped or is reported later as unhandled."""
+    import ray
+
+    for ref in refs:
+        ray.cancel(ref)
+    finished, _ = ray.wait(refs, num_returns=len(refs), timeout=10) if refs else ([], [])
+    for ref in finished:
+        with contextlib.suppress(Exception):  # cancelled, or failed: the run has stopped already
+            ray.get(ref)
 
 
 class _StageWorker:
@@ -377,7 +455,15 @@ class _StageWorker:
 
 def _error_text(exc: Exception) -> str:
     """A failed shard's error as one line: the stage's own exception when there is one."""
+    import ray
+
     cause = getattr(exc, "cause", None)
     if cause is not None:
         return f"{type(cause).__name__}: {cause}"
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed and lines:
+        return f"worker setup failed: {lines[-1]}"  # the last line of the setup's traceback
+    if isinstance(exc, ray.exceptions.RayActorError):  # the why (e.g. its node died) after the what
+        said = [line for line in str(exc).splitlines()[1:] if line.strip() and not line.startswith("\t")]
+        return f"{type(exc).__name__}: {' '.join(lines[:1] + [s.strip() for s in said[:1]])}"
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

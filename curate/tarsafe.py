@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tarfile pads archives to this, so do we
@@ -136,12 +136,23 @@ def unsafe_name(name: str) -> str | None:
 
 
 class TarReader:
-    """One tar file opened for safe reading; `skipped` counts what was left out, by reason."""
+    """One tar file opened for safe reading; `skipped` counts what was left out, by reason. A URL
+    (s3://...) is read through fsspec: headers and members in tar order, so its read-ahead serves it."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDONLY)
-        self.size = os.fstat(self.fd).st_size
+        from curate.config import is_url
+
+        self.path = path
+        self.fd = -1
+        self.remote: IO[bytes] | None = None
+        if isinstance(path, str) and is_url(path):
+            from curate.storage import open_input
+
+            self.remote = open_input(path)
+            self.size = self.remote.seek(0, os.SEEK_END)
+        else:
+            self.fd = os.open(path, os.O_RDONLY)
+            self.size = os.fstat(self.fd).st_size
         self.skipped: Counter[str] = Counter()  # members left out, by reason
         self.stopped: str | None = None  # why reading ended before the end-of-archive marker
 
@@ -149,6 +160,15 @@ class TarReader:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.remote is not None:
+            self.remote.close()
+            self.remote = None
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        if self.remote is None:
+            return os.pread(self.fd, size, offset)
+        self.remote.seek(offset)
+        return self.remote.read(size)
 
     def __enter__(self) -> TarReader:
         return self
@@ -157,7 +177,7 @@ class TarReader:
         self.close()
 
     def _block(self, offset: int) -> bytes:
-        return os.pread(self.fd, BLOCK, offset)
+        return self._pread(BLOCK, offset)
 
     def _stop(self, reason: str) -> None:
         self.skipped[reason] += 1
@@ -193,7 +213,7 @@ class TarReader:
                 if size > MAX_EXT_HEADER:
                     self._stop("oversized pax or GNU long-name header; rest of the tar ignored")
                     return
-                data = os.pread(self.fd, size, data_at)
+                data = self._pread(size, data_at)
                 if len(data) < size:
                     self._stop("truncated tar (member data past the end of the file)")
                     return
@@ -281,11 +301,20 @@ class TarReader:
         """A member's bytes, refusing (MemberTooLarge) those above `limit` so memory stays bounded."""
         if member.size > limit:
             raise MemberTooLarge(f"{member.name}: {member.size} bytes (limit {limit})")
-        return os.pread(self.fd, member.size, member.offset)
+        return self._pread(member.size, member.offset)
 
     def copy(self, member: Member, out_fd: int) -> None:
         """Append a member's data to `out_fd` without holding it in memory."""
-        copy_range(self.fd, member.offset, member.size, out_fd)
+        if self.remote is None:
+            copy_range(self.fd, member.offset, member.size, out_fd)
+            return
+        done = 0
+        while done < member.size:
+            chunk = self._pread(min(COPY_CHUNK, member.size - done), member.offset + done)
+            if not chunk:
+                raise OSError(f"unexpected end of {self.path} copying {member.name}")
+            _write_all(out_fd, chunk)
+            done += len(chunk)
 
 
 def copy_range(src_fd: int, offset: int, size: int, out_fd: int) -> None:
@@ -305,10 +334,14 @@ def copy_range(src_fd: int, offset: int, size: int, out_fd: int) -> None:
         chunk = os.pread(src_fd, min(COPY_CHUNK, size - done), offset + done)
         if not chunk:
             raise OSError(f"unexpected end of file copying {size} bytes at offset {offset}")
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(out_fd, view) :]
+        _write_all(out_fd, chunk)
         done += len(chunk)
+
+
+def _write_all(out_fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(out_fd, view) :]
 
 
 # ---------------------------------------------------------------- writing

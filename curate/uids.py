@@ -107,6 +107,14 @@ def uids_to_array(uids: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray)
     return out
 
 
+def valid_uid_mask(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per row, whether an arrow string column holds a valid uid (null: no); vectorised, never raises."""
+    import pyarrow.compute as pc
+
+    ok = pc.fill_null(pc.match_substring_regex(uids, r"^[0-9a-f]{32}$"), False)
+    return np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def array_to_uids(arr: np.ndarray) -> list[str]:
     """``u8,u8`` array -> list of 32-char lowercase hex uids, in array order."""
     arr = as_uid_array(arr)

@@ -70,3 +70,13 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.small_run import build_small_run
 
     return build_small_run(tmp_path_factory.mktemp("small_run"))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real S3 API (moto's server) on 127.0.0.1, shared by the session; see tests/s3_server.py."""
+    from tests.s3_server import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()

@@ -24,7 +24,7 @@ from curate.errors import ConfigError
 
 POOL = "pool: {source: datacomp, metadata: /data/metadata}\n"
 MINIMAL = "name: demo\n" + POOL
-TOP_KEYS = "name, run_dir, pool, download, embed, strategies, reshard, train, evaluate, ray"
+TOP_KEYS = "name, run_dir, work_dir, pool, download, embed, strategies, reshard, train, evaluate, ray"
 UNKNOWN_PROCESSES = "unknown key (did you mean 'processes'?); valid keys here: "
 DOWNLOAD_KEYS = (
     "image_size, resize_mode, resize_only_if_bigger, encode_format, encode_quality, number_sample_per_shard, "
@@ -195,7 +195,7 @@ def test_problems_in_list_items_name_the_item(tmp_path: Path) -> None:
         "digits or '_' (got 'B32')",
         "line 6: embed.models.1.arch: required key is missing",
         "line 7: embed.models.1.archh: unknown key (did you mean 'arch'?); "
-        "valid keys here: name, arch, pretrained, model_config_file",
+        "valid keys here: name, arch, pretrained, model_config_file, from_pipeline",
     ]
 
 

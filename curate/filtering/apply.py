@@ -32,9 +32,10 @@ from curate.errors import CurateError
 from curate.filtering.base import Batch, Filter
 from curate.filtering.compose import Evaluation, Strategy, Tree, factorize, label
 from curate.rundir import atomic_write_bytes, atomic_write_json, staging_dir
-from curate.uids import UID_DTYPE, uids_to_array, write_subset
+from curate.uids import UID_DTYPE, uids_to_array, valid_uid_mask, validate_subset, write_subset
 
 NOT_DOWNLOADED = "not downloaded"
+INVALID_UID = "invalid uid (expected 32 lowercase hex characters)"
 
 
 class Source(Protocol):
@@ -131,13 +132,18 @@ def _string_dict(codes: np.ndarray, labels: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(indices, pa.array(labels, pa.string()))
 
 
-def _decisions_table(uid: pa.ChunkedArray, ev: Evaluation, downloaded: np.ndarray | None) -> pa.Table:
+Gate = tuple[str, np.ndarray]  # rows no strategy keeps, whatever its filters say: (reason, ok mask)
+
+
+def _decisions_table(
+    uid: pa.ChunkedArray, ev: Evaluation, gates: list[Gate], downloaded: np.ndarray | None
+) -> pa.Table:
     keep, codes, labels = ev.keep, ev.codes, ev.labels
     cols: dict[str, pa.Array | pa.ChunkedArray] = {"uid": uid}
-    if downloaded is not None:
-        keep = keep & downloaded
-        codes = np.where(downloaded, codes, len(labels)).astype(np.int32)
-        labels = [*labels, NOT_DOWNLOADED]
+    for reason, ok in reversed(gates):  # a row's reason is the first gate it fails
+        keep = keep & ok
+        codes = np.where(ok, codes, len(labels)).astype(np.int32)
+        labels = [*labels, reason]
     cols["keep"] = pa.array(keep)
     cols["reason"] = _string_dict(codes, labels)
     if downloaded is not None:
@@ -153,10 +159,8 @@ def _decisions_table(uid: pa.ChunkedArray, ev: Evaluation, downloaded: np.ndarra
     return pa.table(cols)
 
 
-def _steps(strategy: Strategy, ev: Evaluation, downloaded: np.ndarray | None) -> list[list[Any]]:
-    masks: list[tuple[str, np.ndarray]] = []
-    if downloaded is not None:
-        masks.append((NOT_DOWNLOADED, downloaded))
+def _steps(strategy: Strategy, ev: Evaluation, gates: list[Gate]) -> list[list[Any]]:
+    masks: list[tuple[str, np.ndarray]] = list(gates)
     step: Tree
     for step in strategy.steps():
         masks.append((label(step), ev.masks[step.path]))
@@ -184,20 +188,27 @@ def apply_part(
     embeddings = list(dict.fromkeys(k for s in strategies.values() for k in s.embeddings()))
     batch = source.read(stem, [*columns, *([status_column] if status_column else [])], embeddings)
     uid = batch.table.column("uid")
+    gates: list[Gate] = []
+    valid = valid_uid_mask(uid)
+    if not valid.all():  # counted like any dropped row; a subset cannot name them
+        gates.append((INVALID_UID, valid))
     downloaded = None
     if status_column:
         ok = pc.fill_null(pc.equal(batch.table.column(status_column), "success"), False)
         downloaded = ok.to_numpy(zero_copy_only=False).astype(bool)
+        gates.append((NOT_DOWNLOADED, downloaded))
     out = {}
     for name, strategy in strategies.items():
         ev = strategy.evaluate(batch, reasons=decisions is not None)
-        keep = ev.keep if downloaded is None else ev.keep & downloaded
+        keep = ev.keep
+        for _, ok_rows in gates:
+            keep = keep & ok_rows
         if decisions is not None:
             sink = io.BytesIO()
-            pq.write_table(_decisions_table(uid, ev, downloaded), sink)
+            pq.write_table(_decisions_table(uid, ev, gates, downloaded), sink)
             atomic_write_bytes(decisions / name / f"{stem}.parquet", sink.getvalue())
         kept_uids = uids_to_array(uid.filter(pa.array(keep))) if want_uids else None
-        out[name] = PartResult(len(batch), int(keep.sum()), _steps(strategy, ev, downloaded), kept_uids)
+        out[name] = PartResult(len(batch), int(keep.sum()), _steps(strategy, ev, gates), kept_uids)
     return out
 
 
@@ -232,7 +243,20 @@ def kept_uids(decisions: Path, stems: list[str]) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def write_strategy_subset(path: Path, decisions: Path, stems: list[str], summary: dict[str, Any]) -> None:
-    """`<name>.npy` (DataComp subset) and `<name>.json` (its funnel) from the decisions of `stems`."""
-    arr = write_subset(path, kept_uids(decisions, stems))
+def write_counted_subset(path: Path, uids: np.ndarray, summary: dict[str, Any]) -> tuple[np.ndarray, dict]:
+    """Write the subset (a uid kept in k rows is listed k times, as DataComp's baselines do) and count, as
+    `duplicate_uids`, kept rows whose uid an earlier kept row has: the metadata has duplicate uids, and a
+    reshard cannot tell those samples apart (it writes the first one k times and counts the others)."""
+    arr = write_subset(path, uids)
+    repeats = validate_subset(arr).duplicates
+    return arr, ({**summary, "duplicate_uids": repeats} if repeats else summary)
+
+
+def write_strategy_subset(
+    path: Path, decisions: Path, stems: list[str], summary: dict[str, Any]
+) -> dict[str, Any]:
+    """`<name>.npy` (DataComp subset) and `<name>.json` (its funnel) from the decisions of `stems`;
+    returns the funnel as written."""
+    arr, summary = write_counted_subset(path, kept_uids(decisions, stems), summary)
     atomic_write_json(path.with_suffix(".json"), {**summary, "subset": path.name, "count": len(arr)})
+    return summary

@@ -19,6 +19,20 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.filtering.base import Batch
 
+# DataComp metadata columns whose type filters rely on (other columns are each filter's own business).
+COLUMN_KINDS = {
+    "url": "text",
+    "text": "text",
+    "sha256": "text",
+    "original_width": "int",
+    "original_height": "int",
+}
+
+
+def column_kind(name: str) -> str | None:
+    """The kind of value a DataComp metadata column holds (pools.parquet.schema_problems' kinds)."""
+    return COLUMN_KINDS.get(name) or ("float" if name.endswith("_similarity_score") else None)
+
 
 @dataclass(frozen=True)
 class MetadataSource:
@@ -28,7 +42,9 @@ class MetadataSource:
 
     @cached_property
     def _fs_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, root = fsspec.core.url_to_fs(str(self.url))
+        from curate.storage import open_fs  # CurateError when the URL's backend (s3fs) is missing
+
+        fs, root = open_fs(str(self.url))
         return fs, root.rstrip("/")
 
     @cached_property
@@ -51,6 +67,19 @@ class MetadataSource:
         stem = stem or self.stems[0]
         with self._fs_root[0].open(self.path(stem, "parquet"), "rb") as f:
             return pq.read_schema(f)
+
+    def column_problems(self, columns: set[str]) -> list[str]:
+        """A missing or non-string uid column, and wrongly typed DataComp columns among `columns`, per part
+        (footers only): a filter would otherwise fail mid-way on them."""
+        from curate.pools.parquet import schema_problems
+
+        rules = [("uid", "string", True)]
+        rules += [(c, kind, False) for c in sorted(columns - {"uid"}) if (kind := column_kind(c))]
+        return [
+            p
+            for stem in self.stems
+            for p in schema_problems(self.path(stem, "parquet"), self.schema(stem), rules)
+        ]
 
     def num_rows(self, stem: str) -> int:
         with self._fs_root[0].open(self.path(stem, "parquet"), "rb") as f:

@@ -22,10 +22,10 @@ import numpy as np
 import yaml
 
 from curate.errors import ConfigError, CurateError, PreflightError
-from curate.filtering.apply import apply_part, fit_filters, funnel, load_fits
+from curate.filtering.apply import apply_part, fit_filters, funnel, load_fits, write_counted_subset
 from curate.filtering.compose import Strategy, parse_strategy, preflight_problems
 from curate.filtering.metadata import MetadataSource
-from curate.uids import UID_DTYPE, write_subset
+from curate.uids import UID_DTYPE
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 NAMED_FROM = PIPELINES / "datacomp_small.yaml"
@@ -136,7 +136,8 @@ def filter_metadata(
     if not source.stems:
         raise CurateError(f"--metadata: no <stem>.parquet parts in {metadata}")
     columns, embeddings = metadata_available(source)
-    problems = preflight_problems(strategies, columns, embeddings, produced_by=f"the metadata in {metadata}")
+    problems = source.column_problems({c for s in strategies.values() for c in s.columns()})
+    problems += preflight_problems(strategies, columns, embeddings, produced_by=f"the metadata in {metadata}")
     if problems:
         raise PreflightError(f"strategy {name} cannot run on {metadata}", problems)
     fit_dir = fit_dir or out.with_name(out.name.removesuffix(".npy") + ".fit")
@@ -153,5 +154,11 @@ def filter_metadata(
         with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
             results = list(ex.map(_one_part, *zip(*[(*args, s, dec) for s in source.stems], strict=True)))
     uids = np.concatenate([np.empty(0, UID_DTYPE), *[u for _, u in results]])
-    subset = write_subset(out, uids)
-    return {"strategy": name, **funnel(s for s, _ in results), "count": len(subset)}
+    subset, summary = write_counted_subset(out, uids, funnel(s for s, _ in results))
+    if summary.get("duplicate_uids") and log is not None:
+        log(
+            f"note: {summary['duplicate_uids']:,} kept rows share their uid with an earlier kept row (the "
+            "metadata has duplicate uids); the subset lists such a uid once per row, and a reshard writes "
+            "the first sample with it that many times and counts the others as skipped"
+        )
+    return {"strategy": name, **summary, "count": len(subset)}

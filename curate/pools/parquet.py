@@ -26,22 +26,13 @@ from fsspec.implementations.local import LocalFileSystem
 from curate.config import ParquetPoolConfig
 from curate.errors import CurateError
 from curate.pools.base import POOL_COLUMNS, POOL_SCHEMA, PoolPart, ScannedPool
+from curate.storage import open_fs
 
 GLOB_CHARS = "*?["
 FOOTER_THREADS = 16  # footers of remote files are latency-bound
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def open_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """fsspec filesystem and stripped path for a local path or URL; CurateError if the scheme is unusable."""
-    try:
-        return fsspec.core.url_to_fs(url)
-    except ImportError as exc:  # e.g. s3:// without s3fs
-        raise CurateError(f"'{url}': {exc} (pip install the fsspec backend for this URL scheme)") from None
-    except (ValueError, OSError) as exc:
-        raise CurateError(f"'{url}': cannot open ({exc})") from None
 
 
 def full_path(fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -53,9 +44,10 @@ def is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-# (column, kind, required): kind "string" = string types only, "text" = string or all-null, "int" = integers
+# (column, kind, required): kind "string" = string types only, "text" = string or all-null, "int" = integers,
+# "float" = numbers
 ColumnRule = tuple[str, str, bool]
-_EXPECTED = {"string": "a string", "text": "a string", "int": "an integer"}
+_EXPECTED = {"string": "a string", "text": "a string", "int": "an integer", "float": "a number"}
 
 
 def _type_ok(t: pa.DataType, kind: str) -> bool:
@@ -63,6 +55,8 @@ def _type_ok(t: pa.DataType, kind: str) -> bool:
         return is_string(t)
     if kind == "text":
         return is_string(t) or pa.types.is_null(t)
+    if kind == "float":
+        return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_null(t)
     return pa.types.is_integer(t) or pa.types.is_null(t)
 
 

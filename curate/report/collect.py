@@ -68,6 +68,8 @@ _UNITS = {
     "reshard": "samples",
     "train": "samples",
     "evaluate": "tasks",
+    "sweep_train": "samples",
+    "sweep_evaluate": "tasks",
 }
 
 
@@ -103,6 +105,12 @@ def strategy_rows(run: Path) -> list[StrategyRow]:
             )
         )
     return out
+
+
+def sweep_leaderboard(run: Path) -> dict[str, Any] | None:
+    """sweep/leaderboard.json of `curate sweep` (curate.leaderboard), when the run was swept."""
+    path = run / "sweep" / "leaderboard.json"
+    return read_json(path, "written by curate sweep") if path.exists() else None
 
 
 def histograms(run: Path) -> dict[str, list[tuple[float, int]]]:

@@ -20,6 +20,7 @@ def build_report(run: Path, per_side: int = 6) -> Path:
         )
     stages = collect.stage_rows(run)
     strategies = collect.strategy_rows(run)
+    board = collect.sweep_leaderboard(run)
     charts = []
     for name, bins in collect.histograms(run).items():
         if not bins:
@@ -38,6 +39,7 @@ def build_report(run: Path, per_side: int = 6) -> Path:
         generated=time.strftime("%Y-%m-%d %H:%M:%S"),
         stages=stages,
         strategies=strategies,
+        board=board,
         aggregates=aggregates,
         extras=extras,
         charts=charts,

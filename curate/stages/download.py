@@ -272,9 +272,8 @@ def _run_img2dataset(
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from img2dataset.blurrer import BoundingBoxBlurrer
     from img2dataset.downloader import Downloader
-    from img2dataset.writer import WebDatasetSampleWriter
 
-    from curate.stages.download_guards import GuardedResizer, bounded_downloads
+    from curate.stages.download_guards import GuardedResizer, StrictSampleWriter, bounded_downloads
 
     cols = {"uid": rows["uid"], "caption": rows["text"], "url": pa.array(urls, pa.string())}
     if blur:
@@ -298,7 +297,7 @@ def _run_img2dataset(
         max_image_pixels=dl.max_image_pixels,
     )
     downloader = Downloader(
-        sample_writer_class=WebDatasetSampleWriter,
+        sample_writer_class=StrictSampleWriter,
         resizer=resizer,
         thread_count=dl.threads,
         save_caption=True,

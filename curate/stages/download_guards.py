@@ -1,9 +1,11 @@
-"""Limits img2dataset lacks: a pixel cap checked before decoding, and a per-URL deadline and size cap.
+"""Limits img2dataset lacks: a pixel cap checked before decoding, a per-URL deadline and size cap,
+and a sample writer whose write errors are not swallowed.
 
 img2dataset decodes every image fully with OpenCV before any size check, so one 20,990 x 29,700 PNG
-costs gigabytes per thread; and urllib's timeout bounds each socket read, not the whole response, so
-a server that trickles bytes can hold a thread forever. These guards keep img2dataset's own code and
-outputs and add the two checks in front of it.
+costs gigabytes per thread; urllib's timeout bounds each socket read, not the whole response, so
+a server that trickles bytes can hold a thread forever; and it catches a failed sample write (a full
+disk) as if that one sample had failed, printing a traceback and dropping the row. These guards keep
+img2dataset's own code and outputs and add the checks around it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from img2dataset import downloader as i2d_downloader
 from img2dataset.resizer import Resizer
+from img2dataset.writer import WebDatasetSampleWriter
 from PIL import Image
 
 
@@ -49,6 +52,38 @@ class GuardedResizer(Resizer):
         if w * h > self.max_image_pixels:
             return f"image too large: {w}x{h} = {w * h:,} pixels > max_image_pixels {self.max_image_pixels:,}"
         return None
+
+
+class StrictSampleWriter(WebDatasetSampleWriter):
+    """img2dataset's webdataset writer that fails the shard on a write error (ENOSPC, EIO) instead of
+    letting img2dataset drop the row: the first error is kept, later samples are not written, and
+    close() raises it once every file is closed (so no half-written file complains at exit)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.error: Exception | None = None
+
+    def write(self, img_str: Any, key: str, caption: Any, meta: dict) -> None:
+        if self.error is not None:
+            return
+        try:
+            super().write(img_str, key, caption, meta)
+        except OSError as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        parquet = self.buffered_parquet_writer
+        for close in (parquet.close, self.tarwriter.close, self.tar_fd.close):  # each, even if one fails
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - after a failed write closing fails too: keep the first
+                self.error = self.error or exc
+        if self.error is not None:
+            if parquet.parquet_writer is not None:  # its footer cannot be written: no retry from __del__
+                parquet.parquet_writer.is_open = False
+                with contextlib.suppress(Exception):
+                    parquet.output_fd.close()
+            raise self.error
 
 
 _USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"

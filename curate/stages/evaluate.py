@@ -105,8 +105,15 @@ class EvaluateStage(Stage):
         n = len(self.task_keys())
         return [ShardTask(name, n, {}) for name in self.cfg.strategies]
 
+    def train_dir(self, shard_id: str) -> Path:
+        """Where a task's model was trained: train/<strategy>/ (curate.sweep: one per seed)."""
+        return self.run.train / shard_id
+
+    def eval_dir(self, shard_id: str) -> Path:
+        return self.run.eval / shard_id
+
     def shard_outputs(self, shard_id: str) -> list[Path]:
-        return [self.run.eval / shard_id / "scores.json"]
+        return [self.eval_dir(shard_id) / "scores.json"]
 
     def needs_rerun(self, record: dict[str, Any]) -> bool:
         """Redo a finished strategy when the task selection changed, or when eval data that was missing
@@ -120,7 +127,7 @@ class EvaluateStage(Stage):
         if not strategy:
             return False
         try:
-            scores = json.loads((self.run.eval / strategy / "scores.json").read_text())
+            scores = json.loads((self.eval_dir(strategy) / "scores.json").read_text())
         except (OSError, json.JSONDecodeError):
             return True
         retry = [*scores.get("missing", {}), *scores.get("failed", {})]
@@ -145,7 +152,7 @@ class EvaluateStage(Stage):
     def model_info(self, strategy: str) -> Any:
         from curate.eval.evaluate import ModelInfo
 
-        train_dir = self.run.train / strategy
+        train_dir = self.train_dir(strategy)
         info_path = train_dir / "info.json"
         try:
             info = json.loads(info_path.read_text())
@@ -165,7 +172,9 @@ class EvaluateStage(Stage):
             checkpoint = str(fallback)
         official = info.get("official")
         if official is None and info.get("scale"):
-            official = info["scale"] != "tiny"
+            from curate.training.scales import OFFICIAL_SCALES
+
+            official = info["scale"] in OFFICIAL_SCALES
         return ModelInfo(str(arch), str(checkpoint), info.get("scale"), official)
 
     def run_shard(self, task: ShardTask) -> dict[str, Any]:
@@ -174,7 +183,7 @@ class EvaluateStage(Stage):
 
         strategy = task.shard_id
         keys = self.task_keys()
-        out_dir = self.run.eval / strategy
+        out_dir = self.eval_dir(strategy)
         lines: list[str] = []
 
         def note(msg: str) -> None:

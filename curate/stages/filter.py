@@ -72,7 +72,10 @@ class FilterStage(Stage):
         return {"strategies": self.cfg.strategies}
 
     def output_dirs(self) -> list[Path]:
-        return [self.run.fit, self.run.decisions, self.run.subsets]
+        """decisions/<strategy>/ too: the runner clears a killed run's temp files only at the top of
+        each directory listed here, and a part's decisions are written (via a temp file) one level down."""
+        per_strategy = [self.run.decisions / name for name in self.cfg.strategies]
+        return [self.run.fit, self.run.decisions, *per_strategy, self.run.subsets]
 
     def describe(self) -> tuple[str, str]:
         return ("metadata/", "fit/, decisions/<strategy>/, subsets/<strategy>.{npy,json}")

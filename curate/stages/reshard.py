@@ -49,7 +49,10 @@ class ReshardStage(Stage):
         return {"reshard": settings_for_hash(self.rc)}
 
     def output_dirs(self) -> list[Path]:
-        return [self.run.resharded]
+        """resharded/<strategy>/ too: the runner clears a killed run's temp files at the top of each
+        directory listed here on every launch, also when no shard is left to write (a kill in
+        `finish` leaves a temp sample_ids.npy or meta.json one level down)."""
+        return [self.run.resharded, *(self.out_dir(name) for name in self.cfg.strategies)]
 
     def describe(self) -> tuple[str, str]:
         return (
@@ -79,8 +82,8 @@ class ReshardStage(Stage):
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """Temp files a killed run left in resharded/<strategy>/ go first (the runner clears only the
-        top of its output dirs)."""
+        """Temp files a killed run left in resharded/<strategy>/ go first (for callers other than the
+        runner, which clears every directory of output_dirs)."""
         for name in self._plans:
             clear_stale_temps(self.out_dir(name))
         yield

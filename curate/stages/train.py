@@ -38,13 +38,13 @@ class TrainStage(Stage):
         self.gpus = self.tc.gpus
         self.num_gpus = 0.0
 
-    def train_settings(self, gpus: int | None = None) -> TrainSettings:
+    def train_settings(self, gpus: int | None = None, seed: int | None = None) -> TrainSettings:
         tc = self.tc
         return TrainSettings(
             scale=self.scale,
             num_checkpoints=tc.num_checkpoints,
             precision=tc.precision,
-            seed=tc.seed,
+            seed=tc.seed if seed is None else seed,
             workers=tc.workers,
             accum_freq=tc.accum_freq,
             gpus=self.gpus if gpus is None else gpus,
@@ -74,9 +74,14 @@ class TrainStage(Stage):
     def plan(self) -> list[ShardTask]:
         return [ShardTask(name, self.scale.train_num_samples, {}) for name in self.cfg.strategies]
 
+    def job(self, shard_id: str) -> tuple[str, Path, str, int]:
+        """(strategy, logs folder, experiment name, seed) of a task: here train/<strategy>/ with
+        train.seed (curate.sweep trains one task per strategy and seed elsewhere)."""
+        return shard_id, self.run.train, shard_id, self.tc.seed
+
     def shard_outputs(self, shard_id: str) -> list[Path]:
-        exp = self.run.train / shard_id
-        return [exp / records.INFO_PKL, records.checkpoint_path(exp)]
+        _, logs, name, _ = self.job(shard_id)
+        return [logs / name / records.INFO_PKL, records.checkpoint_path(logs / name)]
 
     def place(self, cluster_gpus: float) -> None:
         """GPUs when the cluster has them (train.gpus per strategy), else CPU."""
@@ -88,7 +93,12 @@ class TrainStage(Stage):
                 f"train.gpus: {self.tc.gpus} GPUs per training, but the Ray cluster has {cluster_gpus:g}; "
                 "lower train.gpus"
             )
-        self.gpus, self.num_gpus = self.tc.gpus, float(self.tc.gpus)
+        if self.tc.trainings_per_gpu > 1 and self.tc.gpus != 1:
+            raise CurateError(
+                f"train.trainings_per_gpu: {self.tc.trainings_per_gpu} trainings can share one GPU only "
+                f"when each uses one (train.gpus is {self.tc.gpus})"
+            )
+        self.gpus, self.num_gpus = self.tc.gpus, self.tc.gpus / self.tc.trainings_per_gpu
 
     def max_concurrency(self) -> int | None:
         return 1 if self.gpus == 0 else None  # CPU trainings would only slow each other down
@@ -96,15 +106,15 @@ class TrainStage(Stage):
     def run_shard(self, task: ShardTask) -> dict[str, Any]:
         from curate.training.job import train
 
-        strategy = task.shard_id
+        strategy, logs, name, seed = self.job(task.shard_id)
         data = self.run.resharded / strategy
         if not (data / "meta.json").exists():
             raise CurateError(f"{data}: no resharded data (meta.json missing); the reshard stage writes it")
 
         def log(message: str) -> None:
-            print(f"train[{strategy}]: {message}", flush=True)
+            print(f"train[{task.shard_id}]: {message}", flush=True)
 
-        info = train(str(data), self.run.train, strategy, self.train_settings(), log=log)
+        info = train(str(data), logs, name, self.train_settings(seed=seed), log=log)
         return {
             "samples_seen": info["samples_seen"],
             "wall_seconds": info["wall_seconds"],

@@ -1,4 +1,5 @@
-"""Training scales: DataComp's fixed recipes (reference §4.1) and curate's unofficial CPU `tiny` scale.
+"""Training scales: DataComp's fixed recipes (reference §4.1) and curate's unofficial ones: `tiny` (CPU
+demo), `tiny_long` (the same model trained longer, for GPU sweeps) and `smoke` (a two-step check).
 
 The recipe of a scale (model, global batch, learning rate, warmup, samples seen, beta2) is what makes
 results comparable, so nothing a user sets can change it: no CLI flag and no config key reaches these
@@ -70,7 +71,31 @@ TINY = Scale(
     log_every_n_steps=10,
 )
 
-SCALES: dict[str, Scale] = {**OFFICIAL_SCALES, "tiny": TINY}
+# Not DataComp's either: the same 64 px ViT trained ~16x longer, for comparing strategies on a GPU (a
+# `curate sweep` of the openclipart pool, several seeds): 600 steps of 256, ~20 passes over the pool.
+TINY_LONG = Scale(
+    "tiny_long",
+    "curate-tiny-vit64",
+    batch_size=256,
+    learning_rate=1e-3,
+    warmup=60,
+    train_num_samples=153_600,
+    log_every_n_steps=50,
+)
+
+# Not a recipe: two optimiser steps, to check that a pipeline runs end to end (CI, `curate sweep` tests).
+SMOKE = Scale(
+    "smoke",
+    "curate-tiny-vit64",
+    batch_size=16,
+    learning_rate=1e-3,
+    warmup=1,
+    train_num_samples=32,
+    log_every_n_steps=1,
+)
+
+UNOFFICIAL_SCALES: dict[str, Scale] = {s.name: s for s in (TINY, TINY_LONG, SMOKE)}
+SCALES: dict[str, Scale] = {**OFFICIAL_SCALES, **UNOFFICIAL_SCALES}
 
 
 def get_scale(name: str) -> Scale:

@@ -104,3 +104,11 @@ def test_through_run_pipeline(tmp_path: Path) -> None:
     assert record["counts"]["evens written"] == 8 and record["counts"]["firsts written"] == 4
     tars = sorted(p.relative_to(run.resharded).as_posix() for p in run.resharded.rglob("*.tar"))
     assert tars == ["evens/00000000.tar", "evens/00000001.tar", "firsts/00000000.tar"]
+
+    # killed in finish() (every shard written, the stage not done): its temp file one level down goes
+    stale = run.resharded / "evens" / ".sample_ids.npy.k1ll3d.tmp"
+    stale.write_bytes(b"half a copy")
+    record["status"] = "running"
+    manifest.save()
+    again = run_pipeline(cfg, run, only=["reshard"]).data["stages"]["reshard"]
+    assert not stale.exists() and again["status"] == "done" and again["counts"]["evens written"] == 8

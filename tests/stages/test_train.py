@@ -72,6 +72,17 @@ def test_gpus_are_asked_from_ray_only_when_the_cluster_has_them(tmp_path: Path) 
     assert cpu_only.num_gpus == 0.0
 
 
+def test_small_trainings_can_share_one_gpu(tmp_path: Path) -> None:
+    shared = TrainStage(_config(tmp_path, trainings_per_gpu=4), RunDir(tmp_path / "run"))
+    shared.place(1.0)
+    assert (shared.gpus, shared.num_gpus, shared.train_settings().world_size) == (1, 0.25, 1)
+    shared.place(0.0)  # no GPU: CPU, one training at a time, whatever the sharing
+    assert (shared.gpus, shared.num_gpus, shared.max_concurrency()) == (0, 0.0, 1)
+    multi = TrainStage(_config(tmp_path, gpus=2, trainings_per_gpu=2), RunDir(tmp_path / "run"))
+    with pytest.raises(CurateError, match="trainings_per_gpu: 2 trainings can share one GPU only when each"):
+        multi.place(8.0)
+
+
 def test_preflight_and_place_in_the_pipeline(tmp_path: Path) -> None:
     assert TrainStage(_config(tmp_path, strategies={}), RunDir(tmp_path)).preflight() == [
         "train: there are no strategies, so no data to train on (add strategies)"

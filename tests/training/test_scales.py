@@ -34,12 +34,14 @@ def test_official_scales_match_datacomp(name: str) -> None:
     }
 
 
-def test_exactly_datacomps_scales_plus_tiny() -> None:
+def test_exactly_datacomps_scales_plus_curates_unofficial_ones() -> None:
     assert sorted(OFFICIAL_SCALES) == sorted(DATACOMP)
-    assert set(SCALES) == set(DATACOMP) | {"tiny"}
-    tiny = get_scale("tiny")
-    assert not tiny.official and tiny.model == "curate-tiny-vit64"
-    assert tiny.as_dict()["official"] is False
+    assert set(SCALES) == set(DATACOMP) | {"tiny", "tiny_long", "smoke"}
+    for name in ("tiny", "tiny_long", "smoke"):
+        scale = get_scale(name)
+        assert not scale.official and scale.model == "curate-tiny-vit64"
+        assert scale.as_dict()["official"] is False
+    assert get_scale("tiny_long").train_num_samples // get_scale("tiny_long").batch_size == 600
 
 
 def test_a_changed_official_recipe_is_refused_and_never_official() -> None:

@@ -6,10 +6,10 @@ checkpoints, no temporary file left.
 
 A case is one run directory killed at several points in a row, each in a fresh launch (so later kills
 land in reruns, and a stage drawn twice is killed again in its rerun), then run to the end. The
-default suite runs one case with a kill in each stage; `CURATE_CHAOS_POINTS=24 pytest -m chaos
-tests/test_chaos.py` adds seeded cases of random kill points, 6 per case, until there are 24 more.
-Each kill point (seed, where it was aimed, where it landed, the case's result) is appended to
-test-artifacts/chaos.log.
+default suite runs one case of three kills (embed, apply, reshard) in the pipeline without training;
+`CURATE_CHAOS_POINTS=24 pytest -m chaos tests/test_chaos.py -s` adds seeded cases of 6 random kill
+points in the whole pipeline until there are 24 more. Each kill point (seed, where it was aimed,
+where it landed, the case's result) is appended to test-artifacts/chaos.log.
 """
 
 from __future__ import annotations
@@ -107,14 +107,15 @@ def _case(state: Chaos, seed: int, points: list[chaos.KillPoint], train: bool = 
     return landed
 
 
-# The default suite: stages no other test kills (download, filter and training have kill tests of
-# their own), in a pipeline without training (two trainings would double the time).
+# The default suite: the stages no other test kills, in a pipeline without training (two trainings
+# would double the time); download, filter and training have kill tests of their own. Seed 8 puts the
+# reshard kill early in the stage, far from the end of the run (the last stage here).
 DEFAULT_STAGES = ("embed", "apply", "reshard")
 
 
 def test_kills_in_embed_apply_and_reshard(pipeline: Chaos) -> None:
-    points = chaos.schedule(7, len(DEFAULT_STAGES), DEFAULT_STAGES)
-    landed = _case(pipeline, 7, points, train=False)
+    points = chaos.schedule(8, len(DEFAULT_STAGES), DEFAULT_STAGES)
+    landed = _case(pipeline, 8, points, train=False)
     assert landed == list(DEFAULT_STAGES), "each kill lands in the stage it was aimed at"
 
 

@@ -15,7 +15,7 @@ from curate.rundir import RunDir
 from curate.runner import build_stages, stage_hashes
 from curate.stages.evaluate import EvaluateStage
 from curate.stages.train import TrainStage
-from curate.sweep import SweepEvaluateStage, SweepTrainStage, plan_sweep, swap_stages
+from curate.sweep import Sweep, SweepEvaluateStage, SweepTrainStage, check_resharded, plan_sweep, swap_stages
 from curate.training.scales import get_scale
 
 
@@ -96,3 +96,14 @@ def test_hashes_follow_the_scale_not_the_number_of_seeds(tmp_path: Path) -> None
     assert two == three
     assert two["reshard"] == longer["reshard"]
     assert two["sweep_train"] != longer["sweep_train"] and two["sweep_evaluate"] != longer["sweep_evaluate"]
+
+
+def test_from_resharded_needs_every_swept_strategys_data(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    sweep = Sweep(["a", "b", "c"], [0], get_scale("smoke"), None)
+    (run.resharded / "a").mkdir(parents=True)
+    (run.resharded / "a" / "meta.json").write_text("{}")
+    (run.resharded / "b").mkdir()  # a reshard that never finished: no meta.json
+    with pytest.raises(CurateError, match=r"no resharded data for 'b', 'c' in .*resharded"):
+        check_resharded(run, sweep)
+    check_resharded(run, Sweep(["a"], [0], get_scale("smoke"), None))

@@ -426,8 +426,9 @@ def _compare_training(run: Path, clean: Path, name: str) -> list[str]:
     info = json.loads((out / "info.json").read_text()) if (out / "info.json").exists() else {}
     ref = json.loads((clean / "train" / name / "info.json").read_text())
     problems = []
-    if info.get("status") != "done" or not (out / "info.pkl").exists():
-        problems.append(f"{rel}: not finished (status {info.get('status')}, info.pkl missing)")
+    pkl = (out / "info.pkl").exists()
+    if info.get("status") != "done" or not pkl:
+        problems.append(f"{rel}: not finished (status {info.get('status')}, info.pkl there: {pkl})")
     if info.get("samples_seen") != ref["samples_seen"]:
         problems.append(f"{rel}: samples_seen {info.get('samples_seen')} != {ref['samples_seen']}")
     have = sorted(p.name for p in (out / "checkpoints").glob("*.pt"))

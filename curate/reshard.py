@@ -46,7 +46,13 @@ import numpy as np
 
 from curate.config import is_url
 from curate.errors import CurateError
-from curate.rundir import atomic_write_json, atomic_write_text, atomic_write_with, clear_stale_temps
+from curate.rundir import (
+    FILE_MODE,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    clear_stale_temps,
+)
 from curate.storage import open_fs, open_input
 from curate.tarsafe import MemberTooLarge, Sample, TarReader, TarWriter
 from curate.uids import UID_DTYPE, array_to_uids, check_subset, is_valid_uid, read_subset, validate_subset
@@ -410,6 +416,7 @@ def write_output_shard(task: OutputTask, out_dir: str | Path) -> dict[str, Any]:
     not_written: list[list[str]] = []
     written = 0
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{final.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; shards are as readable as the run's other files
     try:
         writer = TarWriter(fd)
         for seg in task.segments:

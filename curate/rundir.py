@@ -27,7 +27,7 @@ def _umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_umask()
+FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -39,7 +39,7 @@ def atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fchmod(f.fileno(), _FILE_MODE)  # mkstemp makes 0600; run files are as readable as any other
+            os.fchmod(f.fileno(), FILE_MODE)  # mkstemp makes 0600; run files are as readable as any other
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:

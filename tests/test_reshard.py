@@ -74,6 +74,10 @@ def test_output_loads_with_webdataset(tmp_path: Path) -> None:
     assert by_key[f"{uid(4)}-1"]["jpg"] == members[4]["jpg"]
     assert json.loads(by_key[f"{uid(30)}-0"]["json"])["uid"] == uid(30)
     assert {k for s in samples for k in s if not k.startswith("__")} == {"jpg", "json", "txt"}
+    from curate.rundir import FILE_MODE
+
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "out").glob("*.tar")}
+    assert modes == {FILE_MODE}  # as readable as the run's other files (mkstemp alone makes 0600)
 
 
 def test_numbering_is_deterministic_and_shards_are_full_but_the_last(tmp_path: Path) -> None:

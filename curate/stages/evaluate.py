@@ -53,8 +53,11 @@ class EvaluateStage(Stage):
         return {"data_dir": self.ev.data_dir, "generate": self.ev.generate, **generated}
 
     def output_dirs(self) -> list[Path]:
-        """eval/, and the generated sets: new generate settings must regenerate them."""
-        return [self.run.eval, self.evalsets] if self.ev.generate else [self.run.eval]
+        """eval/ and eval/<strategy>/ (results are written via temp files one level down, and the runner
+        clears a killed run's temp files at the top of each listed directory), and the generated sets:
+        new generate settings must regenerate them."""
+        dirs = [self.run.eval, *(self.run.eval / name for name in self.cfg.strategies)]
+        return [*dirs, self.evalsets] if self.ev.generate else dirs
 
     @property
     def evalsets(self) -> Path:

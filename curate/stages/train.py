@@ -55,7 +55,9 @@ class TrainStage(Stage):
         return {"train": settings_for_hash(self.tc), "scale": self.scale.as_dict()}
 
     def output_dirs(self) -> list[Path]:
-        return [self.run.train]
+        """train/<strategy>/ too: the runner clears a killed run's temp files only at the top of each
+        directory listed here, and info.json and info.pkl are written (via temp files) one level down."""
+        return [self.run.train, *(self.run.train / name for name in self.cfg.strategies)]
 
     def describe(self) -> tuple[str, str]:
         return (

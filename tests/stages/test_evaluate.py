@@ -92,3 +92,18 @@ def test_missing_train_info_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(CurateError, match="info.json: missing"):
         stage.run_shard(ShardTask("keep_all", 1))
+
+
+def test_a_killed_runs_temp_files_in_a_strategy_folder_are_cleared(tmp_path: Path) -> None:
+    from curate.rundir import clear_stale_temps
+    from curate.stages.evaluate import EvaluateStage
+
+    run = RunDir(tmp_path / "run")
+    stage = EvaluateStage(_config(tmp_path, {"tasks": ["vtab/pcam"]}), run)
+    name = next(iter(stage.cfg.strategies))
+    stale = run.eval / name / ".scores.json.k1ll3d.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half written")
+    for d in stage.output_dirs():  # what the runner does before a stage's tasks
+        clear_stale_temps(d)
+    assert not stale.exists()

@@ -101,3 +101,19 @@ def test_recipe_keys_do_not_exist_in_the_config(tmp_path: Path) -> None:
     assert "train.batch_size: unknown key" in text and "train.lr: unknown key" in text
     with pytest.raises(ConfigError, match="train.scale: must be one of"):
         load_config(path, ["train.scale=huge"])
+
+
+def test_a_killed_runs_temp_files_in_a_strategy_folder_are_cleared(tmp_path: Path) -> None:
+    """info.json and info.pkl are written via temp files in train/<strategy>/: the runner clears stale
+    ones at the top of every output directory, so that folder must be listed."""
+    from curate.rundir import clear_stale_temps
+
+    run = RunDir(tmp_path / "run")
+    stage = TrainStage(_config(tmp_path), run)
+    name = next(iter(stage.cfg.strategies))
+    stale = run.train / name / ".info.json.k1ll3d.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half written")
+    for d in stage.output_dirs():  # what the runner does before a stage's tasks
+        clear_stale_temps(d)
+    assert not stale.exists()

@@ -86,13 +86,16 @@ class TensorPreprocess:
     std: tuple[float, ...]
     resize_mode: str = "shortest"
 
-    def target_size(self, h: int, w: int) -> tuple[int, int]:
+    def target_sizes(self, h: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Resized (height, width) per image: torchvision's rule for Resize(int), short side to the image
+        size and long side int(size * long / short), or both sides to it when squashing."""
         s = self.image_size
         if self.resize_mode == "squash":
-            return s, s
-        if h <= w:  # torchvision's rule for Resize(int): short side to s, long side int(s * long / short)
-            return s, int(s * w / h)
-        return int(s * h / w), s
+            return np.full_like(h, s), np.full_like(w, s)
+        wide = h <= w
+        th = np.where(wide, s, (s * h / np.maximum(w, 1)).astype(np.int64))
+        tw = np.where(wide, (s * w / np.maximum(h, 1)).astype(np.int64), s)
+        return th, tw
 
     def __call__(self, images: list[Any], dtype: Any) -> Any:
         """(B,3,S,S) normalised pixels in `dtype` from a list of uint8 (3,H,W) tensors: each resized as
@@ -104,24 +107,20 @@ class TensorPreprocess:
 
         s = self.image_size
         device = images[0].device
-        boxes, plan = [], []
-        for im in images:
-            h, w = im.shape[1:]
-            th, tw = self.target_size(h, w)
-            boxes.append((0, 0, h, w))
-            plan.append((th, tw, _window_start(th, s), _window_start(tw, s)))
+        sizes = np.array([im.shape[1:] for im in images], dtype=np.int64).reshape(-1, 2)
+        h, w = sizes[:, 0], sizes[:, 1]
+        th, tw = self.target_sizes(h, w)
+        boxes = np.stack([np.zeros_like(h), np.zeros_like(w), h, w], axis=1)
+        plan = np.stack([th, tw, _window_starts(th, s), _window_starts(tw, s)], axis=1)
         x = resize_crops(images, boxes, s, plan).round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
         return ((x - mean) / std).to(dtype)
 
 
-def _window_start(size: int, crop: int) -> int:
-    """First row (column) of the resized image in CenterCrop's output: its crop offset, or minus the
-    zero padding above (left of) an image smaller than the crop."""
-    return _crop_offset(size, crop) if size >= crop else -((crop - size) // 2)
-
-
-def _crop_offset(size: int, crop: int) -> int:
-    """torchvision CenterCrop's offset: int(round((size - crop) / 2))."""
-    return int(round((size - crop) / 2.0)) if size >= crop else 0
+def _window_starts(sizes: np.ndarray, crop: int) -> np.ndarray:
+    """First row (column) of each resized image in CenterCrop's output: torchvision's crop offset
+    int(round((size - crop) / 2)) (round half to even, as Python's), or minus the zero padding above
+    (left of) an image smaller than the crop."""
+    offset = np.round((sizes - crop) / 2.0).astype(np.int64)
+    return np.where(sizes >= crop, offset, -((crop - sizes) // 2))

@@ -2,17 +2,21 @@
 
 An antialiased bicubic resize is linear and separable: out = Ay @ crop @ Ax^T, with Ay (S, h) and Ax (S, w)
 the weights torch's `F.interpolate(mode="bicubic", antialias=True)` uses (PIL's filter, a = -0.5). A crop
-of the resized image is a slice of those rows, and CenterCrop's zero padding is rows of zeros. Writing
-every source box into the corner of a zero-padded batch and building its two weight matrices on the GPU
-turns thousands of per-image interpolate calls (~0.15 ms of Python and kernel launches each) into a
-handful of batched matmuls per chunk of images. Used by training's random-resized-crop (gpu_decode) and
+of the source is a shift of those weights' columns, a crop of the resized image is a slice of their rows,
+and CenterCrop's zero padding is rows of zeros. Padding every image into the corner of a zero batch (one
+nested-tensor call) and building its two weight matrices on the GPU turns thousands of per-image
+interpolate calls (~0.15 ms of Python and kernel launches each) into a handful of batched matmuls per
+chunk of images, with no Python loop over the images. Used by training's random-resized-crop (gpu_decode) and
 by the embed stage's resize + centre crop.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
+
+import numpy as np
 
 CHUNK_PIXELS = 2**27  # padded input pixels (x3 channels, fp32) handled at once: ~1.6 GB of scratch
 
@@ -28,10 +32,13 @@ def _cubic(x: Any) -> Any:
     return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
-def resize_weights(lengths: Any, size: int, padded: int, outs: Any = None, firsts: Any = None) -> Any:
-    """(n, size, padded) float32: matrix i resizes lengths[i] input pixels to outs[i] (default `size`) and
-    keeps output pixels firsts[i] .. firsts[i]+size-1 (default from 0); rows outside 0..outs[i]-1 are zero
-    (CenterCrop's padding). Weights as ATen's `_compute_indices_weights_aa` computes them."""
+def resize_weights(
+    lengths: Any, size: int, padded: int, outs: Any = None, firsts: Any = None, starts: Any = None
+) -> Any:
+    """(n, size, padded) float32: matrix i resizes the lengths[i] input pixels from starts[i] (default 0:
+    a crop's offset in its image) to outs[i] (default `size`) and keeps output pixels firsts[i] ..
+    firsts[i]+size-1 (default from 0); rows outside 0..outs[i]-1 are zero (CenterCrop's padding).
+    Weights as ATen's `_compute_indices_weights_aa` computes them."""
     import torch
 
     device = lengths.device
@@ -52,6 +59,8 @@ def resize_weights(lengths: Any, size: int, padded: int, outs: Any = None, first
     w = _cubic((j - centre[..., None] + 0.5) * inv[:, None, None])
     w = torch.where(j < xmax[..., None], w, torch.zeros_like(w))
     w = w / w.sum(-1, keepdim=True) * inside[..., None]
+    if starts is not None:
+        j = j + starts.to(device, torch.float64)[:, None, None]
     out = torch.zeros(len(lengths), size, padded + taps, dtype=torch.float64, device=device)
     out.scatter_add_(2, j.long(), w)  # taps past the end carry zero weight into the spare columns
     return out[..., :padded].to(torch.float32)
@@ -61,48 +70,62 @@ def resize_crops(images: list[Any], boxes: Any, size: int, plan: Any = None) -> 
     """(n, 3, size, size) float32 (not rounded) from uint8 (3, H, W) `images`, each cut to its row of
     `boxes` ((n, 4) ints: top, left, height, width) and resized as F.interpolate(bicubic, antialias) to
     size x size, or, with `plan` ((n, 4) ints: out height, out width, first row, first column), resized to
-    out height x out width of which the size x size window at (first row, first column) is kept."""
+    out height x out width of which the size x size window at (first row, first column) is kept.
+
+    Whole images are padded (the crop is in the weights), so nothing here loops over images in Python
+    beyond reading their sizes: at thousands of images a batch, per-image slicing and copying cost more
+    CPU time than the GPU spends on the matmuls."""
     import torch
 
     device = images[0].device
-    boxes = torch.as_tensor(boxes, dtype=torch.int64)
-    plan = torch.as_tensor(plan, dtype=torch.int64) if plan is not None else None
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    plan = np.asarray(plan, dtype=np.int64).reshape(-1, 4) if plan is not None else None
+    full = np.array([im.shape[1:] for im in images], dtype=np.int64).reshape(-1, 2)
     out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)
-    order = torch.argsort(boxes[:, 2] * boxes[:, 3]).tolist()  # similar sizes share a chunk: less padding
-    start = 0
-    while start < len(order):
-        stop, tallest, widest = start, 0, 0
-        while stop < len(order):
-            _, _, h, w = boxes[order[stop]].tolist()
-            grown = max(tallest, h) * max(widest, w) * (stop - start + 1)
-            if stop > start and grown > CHUNK_PIXELS:
-                break
-            tallest, widest, stop = max(tallest, h), max(widest, w), stop + 1
-        chunk = order[start:stop]
+    for chunk, tallest, widest in _chunks(full):
         part = plan[chunk] if plan is not None else None
-        out[chunk] = _resize_chunk([images[i] for i in chunk], boxes[chunk], size, tallest, widest, part)
-        start = stop
+        index = torch.as_tensor(chunk, device=device)
+        out[index] = _resize_chunk([images[i] for i in chunk], boxes[chunk], size, tallest, widest, part)
     return out
 
 
+def _chunks(full: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    """Images grouped by similar size (less padding), each group's padded pixels within CHUNK_PIXELS:
+    (positions, tallest, widest) per group."""
+    order = np.argsort(full[:, 0] * full[:, 1], kind="stable")
+    heights, widths = full[order, 0].tolist(), full[order, 1].tolist()
+    groups, start = [], 0
+    while start < len(order):
+        stop, tallest, widest = start, 0, 0
+        while stop < len(order):
+            h, w = max(tallest, heights[stop]), max(widest, widths[stop])
+            if stop > start and h * w * (stop - start + 1) > CHUNK_PIXELS:
+                break
+            tallest, widest, stop = h, w, stop + 1
+        groups.append((order[start:stop], tallest, widest))
+        start = stop
+    return groups
+
+
 def _resize_chunk(
-    images: list[Any], boxes: Any, size: int, tallest: int, widest: int, plan: Any = None
+    images: list[Any], boxes: np.ndarray, size: int, tallest: int, widest: int, plan: Any = None
 ) -> Any:
     import torch
 
     device = images[0].device
-    padded = torch.zeros(len(images), 3, tallest, widest, dtype=torch.uint8, device=device)
-    rows = boxes.tolist()
-    dst = [padded[k, :, :h, :w] for k, (_, _, h, w) in enumerate(rows)]
-    src = [im[:, t : t + h, x : x + w] for im, (t, x, h, w) in zip(images, rows, strict=True)]
-    torch._foreach_copy_(dst, src)  # one fused launch on CUDA instead of one copy per image
     # fp16 on the GPU (tensor cores; pixels 0..255 are exact, weights to 2^-11): within ~0.3 of fp32
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    heights, widths = boxes[:, 2].to(device), boxes[:, 3].to(device)
+    with warnings.catch_warnings():  # "nested tensors are a prototype": only padding is used here
+        warnings.simplefilter("ignore", UserWarning)
+        nested = torch.nested.nested_tensor(images, dtype=dtype, device=device)
+        padded = nested.to_padded_tensor(0.0, output_size=(len(images), 3, tallest, widest))
+    b = torch.as_tensor(boxes, device=device)
+    tops, lefts, heights, widths = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     if plan is None:
-        ay = resize_weights(heights, size, tallest).to(dtype)
-        ax = resize_weights(widths, size, widest).to(dtype)
+        ay = resize_weights(heights, size, tallest, starts=tops).to(dtype)
+        ax = resize_weights(widths, size, widest, starts=lefts).to(dtype)
     else:
-        ay = resize_weights(heights, size, tallest, plan[:, 0], plan[:, 2]).to(dtype)
-        ax = resize_weights(widths, size, widest, plan[:, 1], plan[:, 3]).to(dtype)
-    return (ay[:, None] @ padded.to(dtype) @ ax[:, None].transpose(-1, -2)).float()
+        p = torch.as_tensor(plan, device=device)
+        ay = resize_weights(heights, size, tallest, p[:, 0], p[:, 2], starts=tops).to(dtype)
+        ax = resize_weights(widths, size, widest, p[:, 1], p[:, 3], starts=lefts).to(dtype)
+    return (ay[:, None] @ padded @ ax[:, None].transpose(-1, -2)).float()

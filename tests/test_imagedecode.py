@@ -57,3 +57,23 @@ def test_batched_resize_equals_torchvisions_resize_and_centre_crop_for_every_sha
                 resized = image.float()[None]  # torchvision skips an identity resize
             want = TF.center_crop(resized.round().clamp(0, 255), [64, 64])[0]
             assert (row - want).abs().max() <= 1.0001, (mode, image.shape)  # .5 rounding ties only
+
+
+def test_resize_plan_follows_torchvisions_rules_for_many_sizes() -> None:
+    """The vectorised plan (resized size, then CenterCrop's window) against torchvision's own output
+    size rule and center_crop's offset, for 20,000 random shapes and every size near the crop."""
+    from torchvision.transforms.functional import _compute_resized_output_size
+
+    from curate.imagedecode import _window_starts
+
+    rng = np.random.default_rng(0)
+    h, w = rng.integers(1, 3000, 20_000), rng.integers(1, 3000, 20_000)
+    th, tw = TensorPreprocess(224, (0, 0, 0), (1, 1, 1)).target_sizes(h, w)
+    pairs = zip(h.tolist(), w.tolist(), strict=True)
+    want = [tuple(_compute_resized_output_size((a, b), [224])) for a, b in pairs]
+    assert list(zip(th.tolist(), tw.tolist(), strict=True)) == want
+    sizes = np.arange(1, 1000)
+    starts = _window_starts(sizes, 224)
+    big = sizes >= 224
+    assert starts[big].tolist() == [int(round((s - 224) / 2.0)) for s in sizes[big].tolist()]
+    assert starts[~big].tolist() == [-((224 - s) // 2) for s in sizes[~big].tolist()]

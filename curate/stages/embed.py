@@ -289,7 +289,7 @@ def _decode_chunk(
     event = None
     if tensor_path:
         if not hasattr(local, "stream"):
-            local.stream = torch.cuda.Stream()
+            local.stream = torch.cuda.Stream(priority=-1)  # ahead of the model kernels
         with torch.cuda.stream(local.stream):
             images, errs = decode_tensors(datas, models[0].device, counters)
             ok = [im for im in images if im is not None]

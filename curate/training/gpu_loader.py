@@ -151,7 +151,7 @@ class GpuBatches:
 
         def produce() -> None:
             torch.cuda.set_device(device)
-            stream = torch.cuda.Stream(device)
+            stream = torch.cuda.Stream(device, priority=-1)  # ahead of training kernels
             try:
                 with torch.cuda.stream(stream):
                     for datas, texts in self.loader:

@@ -155,12 +155,26 @@ def _is_u8(dtype: np.dtype) -> bool:
 # ---------------------------------------------------------------- subset files
 
 
+def sort_uids(arr: np.ndarray) -> np.ndarray:
+    """A sorted copy, in arr.sort()'s order (f0, then f1). Sorting on f0 alone and then re-sorting only
+    the rows whose f0 repeats is ~2x faster than lexsort on both (the subset write was the one part of
+    `curate filter` whose cost per row grew with the pool: ~1.5 s of 4.7 s at 10M rows)."""
+    out = arr[np.argsort(arr["f0"], kind="stable")]
+    f0 = out["f0"]
+    tied = np.flatnonzero(f0[1:] == f0[:-1])
+    if len(tied):
+        rows = np.union1d(tied, tied + 1)  # every row of every run of equal f0, in order
+        sub = out[rows]
+        out[rows] = sub[np.lexsort((sub["f1"], sub["f0"]))]
+    return out
+
+
 def write_subset(path: str | Path, uids: np.ndarray | Iterable[str]) -> np.ndarray:
     """Save a DataComp subset file: sorted on (f0, f1), duplicates kept, written atomically (temp name in
     the same directory, then os.replace) so a reader never sees half a file. Returns the sorted array."""
     path = Path(path)
     arr = as_uid_array(uids)
-    arr = arr[np.lexsort((arr["f1"], arr["f0"]))]  # = arr.sort() order (f0, then f1), 2x faster; a copy
+    arr = sort_uids(arr)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -260,3 +260,21 @@ def test_other_uid_array_forms() -> None:
     assert array_to_uids(named) == [pair_to_uid(5, 6)]
     with pytest.raises(CurateError, match="expected uids as a u8,u8 array"):
         array_to_uids(np.zeros(3, dtype=np.float32))
+
+
+def test_sort_uids_equals_numpys_structured_sort_with_ties_and_duplicates() -> None:
+    from curate.uids import UID_DTYPE, sort_uids
+
+    rng = np.random.default_rng(0)
+    arr = np.empty(50_000, UID_DTYPE)
+    arr["f0"] = rng.integers(0, 50, len(arr), dtype=np.uint64)  # runs of equal f0 everywhere
+    arr["f1"] = rng.integers(0, 2**64 - 1, len(arr), dtype=np.uint64, endpoint=True)
+    arr[:100] = arr[100:200]  # whole duplicates
+    want = arr.copy()
+    want.sort()
+    assert np.array_equal(sort_uids(arr), want)
+    unique = arr.copy()
+    unique["f0"] = rng.permutation(len(arr)).astype(np.uint64)  # no ties: the fast path alone
+    want = unique.copy()
+    want.sort()
+    assert np.array_equal(sort_uids(unique), want) and np.array_equal(sort_uids(arr[:0]), arr[:0])

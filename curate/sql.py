@@ -77,6 +77,19 @@ def _eval_sql(run: Path) -> str:
     )
 
 
+def _sweep_eval_sql(run: Path) -> str:
+    """`curate sweep`'s results lines, one file per strategy and seed: strategy, seed, then as `eval`."""
+    glob = run / "sweep" / "eval" / "*" / "seed*" / "eval_results.jsonl"
+    where = "'([^/]+)/seed([0-9]+)/eval_results\\.jsonl$'"
+    return (
+        f"SELECT regexp_extract(results_file, {where}, 1) AS strategy, "
+        f"TRY_CAST(regexp_extract(results_file, {where}, 2) AS INTEGER) AS seed, key, dataset, "
+        "TRY_CAST(metrics->>'main_metric' AS DOUBLE) AS main_metric, metrics "
+        f"FROM read_json({_q(glob)}, format = 'newline_delimited', filename = 'results_file', "
+        "columns = {'key': 'VARCHAR', 'dataset': 'VARCHAR', 'metrics': 'JSON'})"
+    )
+
+
 def _subsets_table(run: Path) -> pa.Table:
     """strategy, uid (hex) for every subsets/<strategy>.npy; a uid listed k times gives k rows."""
     from curate.uids import array_to_uids, read_subset
@@ -124,6 +137,7 @@ _RUN_VIEWS: list[tuple[str, str, str, Callable[[Path], str]]] = [
     ("shards", "shards", "*_stats.json", _shards_sql),
     ("decisions", "decisions", "*/*.parquet", _decisions_sql),
     ("eval", "eval", "*/eval_results.jsonl", _eval_sql),
+    ("sweep_eval", "sweep/eval", "*/seed*/eval_results.jsonl", _sweep_eval_sql),
 ]
 _MAKERS = {
     "samples": "the download stage",
@@ -131,6 +145,7 @@ _MAKERS = {
     "decisions": "the filter stage",
     "subsets": "the filter stage",
     "eval": "the evaluate stage",
+    "sweep_eval": "curate sweep",
     "stages": "any stage",
 }
 

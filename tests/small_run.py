@@ -84,6 +84,11 @@ def build_small_run(tmp: Path) -> Path:
         {"key": "fairness/fairface", "dataset": "FairFace", "metrics": {"main_metric": None}},
     ]
     (eval_dir / "eval_results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for strategy, seed, score in (("top", 0, 0.25), ("top", 1, 0.35), ("basic", 0, 0.1), ("basic", 1, 0.2)):
+        seed_dir = rd.root / "sweep" / "eval" / strategy / f"seed{seed}"  # as `curate sweep` writes them
+        seed_dir.mkdir(parents=True)
+        line = {"key": "cifar10", "dataset": "CIFAR-10", "metrics": {"acc1": score, "main_metric": score}}
+        (seed_dir / "eval_results.jsonl").write_text(json.dumps(line) + "\n")
     (rd.root / "manifest.json").write_text(
         json.dumps(
             {

@@ -96,6 +96,21 @@ def test_named_queries_answer_what_the_rows_say(run: Path) -> None:
     }
 
 
+def test_sweep_results_per_strategy_and_seed(run: Path) -> None:
+    rows = _rows(run, "SELECT strategy, seed, key, main_metric FROM sweep_eval ORDER BY strategy, seed")
+    assert [(r["strategy"], r["seed"], r["main_metric"]) for r in rows] == [
+        ("basic", 0, 0.1),
+        ("basic", 1, 0.2),
+        ("top", 0, 0.25),
+        ("top", 1, 0.35),
+    ]
+    scores = _rows(run, "sweep_scores")
+    assert [(r["strategy"], r["seeds"], r["mean"], r["std"]) for r in scores] == [
+        ("top", 2, 0.3, 0.0707),
+        ("basic", 2, 0.15, 0.0707),
+    ]
+
+
 def test_every_named_query_is_tested_here() -> None:
     source = Path(__file__).read_text()
     assert [name for name in sql.library() if f'"{name}"' not in source] == []

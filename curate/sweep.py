@@ -231,5 +231,16 @@ def run_sweep(
         sweep.baseline,
         about,
     )
-    leaderboard.write(board, run.root / SWEEP_DIR)
+    publish(cfg, run, board)
     return board
+
+
+def publish(cfg: PipelineConfig, run: RunDir, board: dict[str, Any]) -> None:
+    """Write the leaderboard into RUN/sweep/ and, when run_dir is a URL, push it there too: the run's
+    own push happened when its stages ended, before the leaderboard existed."""
+    from curate.storage import RemoteRun
+
+    leaderboard.write(board, run.root / SWEEP_DIR)
+    remote = RemoteRun.of(cfg, run)
+    if remote is not None:
+        remote.push()

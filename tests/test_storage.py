@@ -266,6 +266,22 @@ def test_pull_keeps_what_is_current_and_push_deletes_what_the_run_removed(
     assert _local_files(runs["work"]) == s3.objects(runs["url"]) == _local_files(tmp_path / "copy")
 
 
+def test_a_sweeps_leaderboard_reaches_the_bucket(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    """The leaderboard is written after the run's last push; `curate sweep` pushes it on its own."""
+    from curate.storage import RemoteRun
+    from curate.sweep import publish
+
+    url = f"s3://{bucket}/runs/leaderboard"
+    cfg = PipelineConfig.model_validate(_config(bucket, url, tmp_path / "work"))
+    run = RunDir(cfg.resolved_run_dir())
+    remote = RemoteRun.of(cfg, run)
+    assert remote is not None and remote.check() == []
+    publish(cfg, run, {"metrics": [], "rows": []})
+    after = s3.objects(url)
+    assert json.loads(after["sweep/leaderboard.json"]) == {"metrics": [], "rows": []}
+    assert after["sweep/leaderboard.csv"] == (tmp_path / "work" / "sweep" / "leaderboard.csv").read_bytes()
+
+
 def test_plan_brings_an_empty_work_dir_up_to_date_first(
     bucket: str, runs: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -356,7 +356,13 @@ def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[st
 
 def overlap(data: Path, batch: int, size: int = 224) -> dict[str, Any]:
     """The synthetic step alone, then with the GPU-decode producer (decode + crop + resize of real JPEG
-    batches, on its own stream and thread) running beside it: what the producer costs the training."""
+    batches, on its own stream and thread) running beside it: what the producer costs the training, and
+    where the producer's own time goes meanwhile (median ms of each part, each ended by a synchronise
+    of the producer's stream), against the same parts with the GPU to itself. Also the rate of decoding
+    on the CPU with torchvision's libjpeg in a pool of threads (decode_jpeg releases the GIL), an
+    alternative to nvJPEG inside the training process."""
+    import torch
+
     from curate.imagedecode import decode_tensors
     from curate.resize import resize_crops
     from curate.training.gpu_loader import CropSpec, crop_params
@@ -365,13 +371,26 @@ def overlap(data: Path, batch: int, size: int = 224) -> dict[str, Any]:
     batches = _batches_of_bytes(data, batch, 2)
     rng = np.random.default_rng(0)
     turn = [0]
+    parts: dict[str, list[float]] = {"decode": [], "resize": []}
 
     def produce() -> None:
+        stream = torch.cuda.current_stream()
+        t0 = time.perf_counter()
         images, _ = decode_tensors(batches[turn[0] % len(batches)], "cuda")
+        stream.synchronize()
+        t1 = time.perf_counter()
         turn[0] += 1
         params = crop_params(np.array([tuple(im.shape[1:]) for im in images]), spec, rng)
         resize_crops(images, params, size).round_()
+        stream.synchronize()
+        parts["decode"].append(t1 - t0)
+        parts["resize"].append(time.perf_counter() - t1)
 
+    with torch.cuda.stream(torch.cuda.Stream()):
+        for _ in range(3):
+            produce()
+    alone_parts = {k: round(statistics.median(v) * 1000, 1) for k, v in parts.items()}
+    parts = {"decode": [], "resize": []}
     alone = synthetic(batch)
     beside = synthetic(batch, background=produce)
     return {
@@ -380,7 +399,32 @@ def overlap(data: Path, batch: int, size: int = 224) -> dict[str, Any]:
         "producer_batches_per_s_meanwhile": beside["background_calls_per_s"],
         "samples_per_s_with_producer": beside["samples_per_s"],
         "ratio": alone["step_s"] / beside["step_s"],
+        "producer_ms_alone": alone_parts,
+        "producer_ms_beside_training": {
+            k: round(statistics.median(v) * 1000, 1) if v else None for k, v in parts.items()
+        },
+        "cpu_decode_img_per_s": _cpu_decode_rate(batches[0]),
     }
+
+
+def _cpu_decode_rate(datas: list[bytes], threads: int = 12) -> dict[str, float]:
+    """img/s of torchvision's CPU decode_jpeg over one batch in a pool of threads (and in one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def one(data: bytes) -> Any:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+    out = {}
+    for n in (1, threads):
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(one, datas[:64]))
+            t0 = time.perf_counter()
+            list(pool.map(one, datas))
+            out[f"{n}_threads"] = round(len(datas) / (time.perf_counter() - t0))
+    return out
 
 
 # ------------------------------------------------------------------ main

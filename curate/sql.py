@@ -66,27 +66,31 @@ def _decisions_sql(run: Path) -> str:
     )
 
 
-def _eval_sql(run: Path) -> str:
-    """eval_results.jsonl lines of every strategy: key, dataset, main_metric and all metrics as JSON."""
-    glob = run / "eval" / "*" / "eval_results.jsonl"
+def _results_sql(glob: Path, path_columns: str) -> str:
+    """DataComp results lines (key, dataset, metrics) of many eval_results.jsonl files, after columns
+    taken from each file's path (`path_columns`, SQL over `results_file`)."""
     return (
-        "SELECT regexp_extract(results_file, '([^/]+)/eval_results\\.jsonl$', 1) AS strategy, key, dataset, "
-        "TRY_CAST(metrics->>'main_metric' AS DOUBLE) AS main_metric, metrics "
-        f"FROM read_json({_q(glob)}, format = 'newline_delimited', filename = 'results_file', "
+        f"SELECT {path_columns}, key, dataset, TRY_CAST(metrics->>'main_metric' AS DOUBLE) AS main_metric, "
+        f"metrics FROM read_json({_q(glob)}, format = 'newline_delimited', filename = 'results_file', "
         "columns = {'key': 'VARCHAR', 'dataset': 'VARCHAR', 'metrics': 'JSON'})"
     )
 
 
 def _sweep_eval_sql(run: Path) -> str:
     """`curate sweep`'s results lines, one file per strategy and seed: strategy, seed, then as `eval`."""
-    glob = run / "sweep" / "eval" / "*" / "seed*" / "eval_results.jsonl"
     where = "'([^/]+)/seed([0-9]+)/eval_results\\.jsonl$'"
-    return (
-        f"SELECT regexp_extract(results_file, {where}, 1) AS strategy, "
-        f"TRY_CAST(regexp_extract(results_file, {where}, 2) AS INTEGER) AS seed, key, dataset, "
-        "TRY_CAST(metrics->>'main_metric' AS DOUBLE) AS main_metric, metrics "
-        f"FROM read_json({_q(glob)}, format = 'newline_delimited', filename = 'results_file', "
-        "columns = {'key': 'VARCHAR', 'dataset': 'VARCHAR', 'metrics': 'JSON'})"
+    return _results_sql(
+        run / "sweep" / "eval" / "*" / "seed*" / "eval_results.jsonl",
+        f"regexp_extract(results_file, {where}, 1) AS strategy, "
+        f"TRY_CAST(regexp_extract(results_file, {where}, 2) AS INTEGER) AS seed",
+    )
+
+
+def _eval_sql(run: Path) -> str:
+    """eval_results.jsonl lines of every strategy: key, dataset, main_metric and all metrics as JSON."""
+    return _results_sql(
+        run / "eval" / "*" / "eval_results.jsonl",
+        "regexp_extract(results_file, '([^/]+)/eval_results\\.jsonl$', 1) AS strategy",
     )
 
 

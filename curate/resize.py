@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-CHUNK_PIXELS = 2**27  # padded input pixels (x3 channels, fp32) handled at once: ~1.6 GB of scratch
+CHUNK_PIXELS = 2**27  # padded input pixels (x3 channels; fp16 on the GPU, fp32 on the CPU) at once
+
+# Only nested tensors' padding is used, which is stable; their "prototype" warning is silenced once here
+# (warnings.catch_warnings around the call would not be thread-safe, and embed decodes on two threads).
+warnings.filterwarnings(
+    "ignore", message="The PyTorch API of nested tensors is in prototype", category=UserWarning
+)
 
 
 def _cubic(x: Any) -> Any:
@@ -115,10 +121,8 @@ def _resize_chunk(
     device = images[0].device
     # fp16 on the GPU (tensor cores; pixels 0..255 are exact, weights to 2^-11): within ~0.3 of fp32
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    with warnings.catch_warnings():  # "nested tensors are a prototype": only padding is used here
-        warnings.simplefilter("ignore", UserWarning)
-        nested = torch.nested.nested_tensor(images, dtype=dtype, device=device)
-        padded = nested.to_padded_tensor(0.0, output_size=(len(images), 3, tallest, widest))
+    nested = torch.nested.nested_tensor(images, dtype=dtype, device=device)
+    padded = nested.to_padded_tensor(0.0, output_size=(len(images), 3, tallest, widest))
     b = torch.as_tensor(boxes, device=device)
     tops, lefts, heights, widths = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     if plan is None:

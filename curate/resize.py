@@ -7,7 +7,8 @@ and CenterCrop's zero padding is rows of zeros. Padding every image into the cor
 nested-tensor call) and building its two weight matrices on the GPU turns thousands of per-image
 interpolate calls (~0.15 ms of Python and kernel launches each) into a handful of batched matmuls per
 chunk of images, with no Python loop over the images. Used by training's random-resized-crop (gpu_decode) and
-by the embed stage's resize + centre crop.
+by the embed stage's resize + centre crop. Images that arrive already padded into one (n, H, W, 3) batch
+(training's loader workers decode them so) skip the per-image nested tensor: `resize_padded`.
 """
 
 from __future__ import annotations
@@ -133,3 +134,25 @@ def _resize_chunk(
         ay = resize_weights(heights, size, tallest, p[:, 0], p[:, 2], starts=tops).to(dtype)
         ax = resize_weights(widths, size, widest, p[:, 1], p[:, 3], starts=lefts).to(dtype)
     return (ay[:, None] @ padded @ ax[:, None].transpose(-1, -2)).float()
+
+
+def resize_padded(padded: Any, boxes: Any, size: int) -> Any:
+    """(n, 3, size, size) float32 (not rounded) from `padded` ((n, H, W, 3) uint8, each image in the top
+    left corner; whatever lies beyond it gets zero weight), each cut to its row of `boxes` (top, left,
+    height, width) and resized as `resize_crops` does, in slices of at most CHUNK_PIXELS padded pixels: a
+    few kernels per slice, none per image."""
+    import torch
+
+    n, tallest, widest = int(padded.shape[0]), int(padded.shape[1]), int(padded.shape[2])
+    device = padded.device
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.int64).reshape(-1, 4), device=device)
+    out = torch.empty(n, 3, size, size, dtype=torch.float32, device=device)
+    step = max(1, CHUNK_PIXELS // max(1, tallest * widest))
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        x = padded[s:e].permute(0, 3, 1, 2).to(dtype)
+        ay = resize_weights(b[s:e, 2], size, tallest, starts=b[s:e, 0]).to(dtype)
+        ax = resize_weights(b[s:e, 3], size, widest, starts=b[s:e, 1]).to(dtype)
+        out[s:e] = (ay[:, None] @ x @ ax[:, None].transpose(-1, -2)).float()
+    return out

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from curate import resize
-from curate.resize import resize_crops, resize_weights
+from curate.resize import resize_crops, resize_padded, resize_weights
 
 
 def _random_crops(n: int, seed: int) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
@@ -61,3 +61,15 @@ def test_weight_rows_sum_to_one_and_stay_inside_the_crop() -> None:
     assert torch.allclose(w.sum(-1), torch.ones(3, 64), atol=1e-5)
     assert w[0, :, 5:].abs().max() == 0 and w[2, :, 64:].abs().max() == 0
     assert torch.allclose(w[2], torch.eye(64, 320), atol=1e-6)  # same size: the identity
+
+
+def test_a_padded_batch_gives_the_pixels_of_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    images, boxes = _random_crops(12, seed=2)
+    tallest, widest = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
+    padded = torch.full((12, tallest, widest, 3), 255, dtype=torch.uint8)  # beyond each image: never read
+    for i, im in enumerate(images):
+        padded[i, : im.shape[1], : im.shape[2]] = im.permute(1, 2, 0)
+    ref = _reference(images, boxes, 48)
+    assert (resize_padded(padded, boxes, 48) - ref).abs().max() < 0.02
+    monkeypatch.setattr(resize, "CHUNK_PIXELS", 1)  # one image per slice
+    assert (resize_padded(padded, boxes, 48) - ref).abs().max() < 0.02

@@ -347,8 +347,12 @@ def train_cmd(
         str | None, typer.Option(help="ImageNet val folder for open_clip's zero-shot check.")
     ] = None,
     gpu_decode: Annotated[
-        bool, typer.Option(help="On GPUs: decode and augment images on the GPU (open_clip's CPU path: off).")
+        bool, typer.Option(help="On GPUs: augment images on the GPU (open_clip's CPU path: off).")
     ] = True,
+    image_decoder: Annotated[
+        str,
+        typer.Option(help="With --gpu-decode, who decodes JPEGs: workers (libjpeg-turbo) or nvjpeg."),
+    ] = "workers",
     dry_run: Annotated[
         bool, typer.Option(help="Print the command and open_clip argv; train nothing.")
     ] = False,
@@ -387,6 +391,7 @@ def train_cmd(
         grad_clip_norm=grad_clip_norm,
         imagenet_val=imagenet_val,
         gpu_decode=gpu_decode,
+        image_decoder=image_decoder,
     )
     settings.check()
     exp_name = name or f"{scale}_scale"

@@ -248,8 +248,14 @@ class TrainConfig(Strict):
     accum_freq: int = Field(1, ge=1)
     gpu_decode: bool = Field(
         True,
-        description="On GPUs: decode (nvJPEG) and augment training images on the GPU instead of in "
+        description="On GPUs: random-resized-crop and normalise training images on the GPU instead of in "
         "open_clip's CPU loader workers (same augmentation; resampling rounding differs).",
+    )
+    image_decoder: Literal["workers", "nvjpeg"] = Field(
+        "workers",
+        json_schema_extra=EXEC_ONLY,
+        description="With gpu_decode, who decodes the JPEGs: the loader workers (libjpeg-turbo, the pixels "
+        "of open_clip's PIL decode) or nvJPEG in the training process (slower on an H200: bench/train.py).",
     )
 
 

@@ -43,6 +43,10 @@ def _resharded(tmp_path: Path) -> Path:
             "multi-node training needs",
         ),
         (["--scale", "small", "--data", "{data}", "--data-weights", "1::2"], "2 weight(s) for 1 data entry"),
+        (
+            ["--scale", "small", "--data", "{data}", "--image-decoder", "dali"],
+            "image_decoder must be one of workers, nvjpeg (got 'dali')",
+        ),
     ],
 )
 def test_user_errors(tmp_path: Path, args: list[str], message: str) -> None:

@@ -49,6 +49,7 @@ class TrainStage(Stage):
             accum_freq=tc.accum_freq,
             gpus=self.gpus if gpus is None else gpus,
             gpu_decode=tc.gpu_decode,
+            image_decoder=tc.image_decoder,
         )
 
     def settings(self) -> Any:

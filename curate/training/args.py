@@ -29,6 +29,7 @@ from typing import Any
 from curate.errors import CurateError
 from curate.training.scales import Scale
 
+IMAGE_DECODERS = ("workers", "nvjpeg")  # who decodes JPEGs for gpu_decode (curate.training.gpu_loader)
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32")  # DataComp train.py's choices
 
 
@@ -49,7 +50,8 @@ class TrainSettings:
     imagenet_val: str | None = None
     report_to_wandb: bool = False
     wandb_project_name: str = "datanet"
-    gpu_decode: bool = True  # on GPUs: decode and augment images there (curate.training.gpu_loader)
+    gpu_decode: bool = True  # on GPUs: augment images there (curate.training.gpu_loader)
+    image_decoder: str = "workers"  # with gpu_decode: who decodes the JPEGs (gpu_loader.DECODERS)
 
     def problems(self) -> list[str]:
         out = []
@@ -59,6 +61,9 @@ class TrainSettings:
             out.append(f"precision must be one of {', '.join(PRECISIONS)} (got '{self.precision}')")
         if self.workers < 0:
             out.append(f"workers must be >= 0 (got {self.workers})")
+        if self.image_decoder not in IMAGE_DECODERS:
+            valid = ", ".join(IMAGE_DECODERS)
+            out.append(f"image_decoder must be one of {valid} (got '{self.image_decoder}')")
         if self.accum_freq < 1:
             out.append(f"accum_freq must be >= 1 (got {self.accum_freq})")
         if self.gpus < 0 or self.nodes < 1:

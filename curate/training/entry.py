@@ -8,7 +8,8 @@ must happen there, before `open_clip_train.main.main(argv)`:
   curate needs webdataset 0.2.111 (img2dataset pins < 0.3, open_clip's training extra pins <= 0.2.86).
   When the installed webdataset emits the marker, open_clip's `tarfile_to_samples_nothrow` is replaced
   by the same three steps with the markers dropped: exactly the behaviour of webdataset <= 0.2.86.
-- with CURATE_GPU_DECODE=1, images are decoded and augmented on the GPU (curate.training.gpu_loader);
+- with CURATE_GPU_DECODE=workers (or nvjpeg), images are augmented on the GPU after the loader workers
+  (or nvJPEG) decoded them (curate.training.gpu_loader);
 - `--torchrun ARGS` runs torchrun (torch.distributed.run) in this process instead;
 - the process dies with its parent (PR_SET_PDEATHSIG on Linux), so a killed launcher (a Ray worker, a
   shell) never leaves a training running that a rerun would then race.
@@ -62,10 +63,11 @@ def main(argv: list[str]) -> int:
 
     open_clip.add_model_config(BUILTIN_CONFIGS)
     patch_webdataset_eof()
-    if os.environ.get("CURATE_GPU_DECODE") == "1":  # set by curate.training.job (train.gpu_decode)
+    decoder = os.environ.get("CURATE_GPU_DECODE", "0")  # set by curate.training.job (train.gpu_decode)
+    if decoder != "0":
         from curate.training.gpu_loader import install
 
-        install()
+        install(decoder)
     result = open_clip_main(argv)
     return 1 if result == -1 else 0  # open_clip returns -1 (and prints why) on refused settings
 

@@ -1,30 +1,41 @@
-"""Training images decoded and augmented on the GPU (`train.gpu_decode`, on by default on GPUs).
+"""Training images augmented on the GPU (`train.gpu_decode`, on by default on GPUs).
 
 open_clip's loader decodes every JPEG with PIL, random-resized-crops and normalises it in CPU worker
 processes: ~6.7 ms a sample, so keeping one H200 busy with ViT-B/32 takes ~26 cores (bench/train.py).
-With gpu_decode the workers only read the tars and tokenize; the encoded images travel to the training
-process, which decodes them in batches with nvJPEG (other formats through PIL) and applies the model's
-own train augmentation there: RandomResizedCrop with the (size, scale, ratio) of open_clip's transform
-(its parameters drawn as torchvision draws them, for a whole batch at once), a bicubic antialiased
-resize rounded to uint8 as PIL's output is (all crops of a batch in a few matmuls: curate/resize.py),
-then the transform's normalisation. A batch is prepared one
-step ahead on its own CUDA stream, so it overlaps the previous training step. The pixels differ from
-PIL's by resampling rounding only (tests/training/test_gpu_loader.py measures it). An image no decoder
-accepts is replaced by the one before it in the batch (with its caption), because distributed losses
-need equal batch sizes on every rank; each replacement is logged. A train transform of another shape (a
-custom `aug_cfg`) keeps open_clip's own CPU path.
+Most of that is PIL's bicubic resize and the float conversion, not the decoding. With gpu_decode the
+model's own train augmentation runs in the training process instead: RandomResizedCrop with the (size,
+scale, ratio) of open_clip's transform (its parameters drawn as torchvision draws them, for a whole batch
+at once), a bicubic antialiased resize rounded to uint8 as PIL's output is (all crops of a batch in a few
+matmuls: curate/resize.py), then the transform's normalisation. Who decodes the JPEGs (`image_decoder`):
+
+- `workers` (default): the loader workers, at the end of their pipeline, with libjpeg-turbo (through
+  torchvision: the same pixels as the PIL decode of open_clip's loader; other formats with PIL), straight
+  into one padded uint8 batch in shared memory. The training process copies it to the GPU through pinned
+  memory and resizes it there (~200 ms of host time and ~70 ms of GPU time a 4096 batch).
+- `nvjpeg`: the training process, in batches with nvJPEG (other formats through PIL); the workers only
+  read the tars. On an H200 this costs the training GPU time the model needed: decoding does not overlap
+  the training kernels (bench/train.py measured 78% of the synthetic rate), so it is not the default.
+
+A batch is prepared one step ahead on its own CUDA stream, so it overlaps the previous training step. The
+pixels differ from PIL's by resampling rounding only (tests/training/test_gpu_loader.py measures it).
+An image no decoder accepts is replaced by the one before it in the batch (with its caption), because
+distributed losses need equal batch sizes on every rank; each replacement is logged. A train transform of
+another shape (a custom `aug_cfg`) keeps open_clip's own CPU path.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from curate.training.args import IMAGE_DECODERS as DECODERS
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +70,81 @@ class CropSpec:
 
 
 class KeepBytes:
-    """Stands in for the train transform in the workers: the encoded image goes through untouched."""
+    """Stands in for the train transform in the workers: the encoded image goes on as it is (decoded by
+    pack_batch at the end of the worker's pipeline, or by nvJPEG in the training process)."""
 
     def __call__(self, data: bytes) -> bytes:
         return data
+
+
+def pack_batch(samples: list[tuple[Any, Any]]) -> Any:
+    """webdataset's collation in the workers (decoder `workers`): ((n, H, W, 3) uint8 images, each
+    decoded into the top-left corner of its slot, (n, 2) heights and widths, images replaced), (n, 77)
+    token ids. Sizes come from the headers first, so each image is decoded straight into the batch, which
+    in a loader worker lives in shared memory (as torch's default_collate allocates it) and so reaches
+    the training process without another copy. An image that does not decode takes the previous good
+    sample's place (and caption), as with nvjpeg. Batches of anything else (validation) collate as usual.
+    """
+    import torch
+    from torch.utils.data import get_worker_info
+    from webdataset.filters import default_collation_fn
+
+    datas = [sample[0] for sample in samples]
+    if not datas or not all(isinstance(d, bytes | bytearray | memoryview) for d in datas):
+        return default_collation_fn(samples)
+    sizes = [_header_size(d) for d in datas]
+    found = [s for s in sizes if s is not None] or [(1, 1)]  # none at all: replacements() raises
+    shape = (len(datas), max(h for h, _ in found), max(w for _, w in found), 3)
+    if get_worker_info() is not None:
+        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+        padded = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    else:
+        padded = torch.empty(shape, dtype=torch.uint8)
+    errors: list[str | None] = ["no size in the image header" if s is None else None for s in sizes]
+    for i, (data, size) in enumerate(zip(datas, sizes, strict=True)):
+        if size is not None:
+            try:
+                pixels = _decode_rgb(data)
+                if tuple(pixels.shape[:2]) != size:
+                    raise ValueError(f"decoded {tuple(pixels.shape[:2])}, header says {size}")
+                padded[i, : size[0], : size[1]] = pixels
+            except Exception as exc:  # noqa: BLE001 - any decoder error is a replaced sample
+                errors[i] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    texts = torch.stack([torch.as_tensor(sample[1]) for sample in samples])
+    keep = replacements(errors)
+    for i, j in enumerate(keep):
+        if i != j:
+            padded[i], sizes[i], texts[i] = padded[j], sizes[j], texts[j]
+    replaced = sum(1 for i, j in enumerate(keep) if i != j)
+    return (padded, torch.tensor(sizes, dtype=torch.int64), replaced), texts
+
+
+def _header_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """(height, width) read from the image's header alone (PIL opens lazily), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.height, image.width
+    except Exception:  # noqa: BLE001 - unreadable: the sample is replaced
+        return None
+
+
+def _decode_rgb(data: bytes | bytearray | memoryview) -> Any:
+    """(H, W, 3) uint8 pixels: JPEGs with libjpeg-turbo through torchvision (the same pixels as PIL's
+    decode in open_clip's loader, tested, without PIL's two extra copies), anything else with PIL."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from curate.imagedecode import JPEG_MAGIC, decode_pil
+
+    if bytes(data[:3]) == JPEG_MAGIC:
+        try:
+            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(raw, mode=ImageReadMode.RGB).permute(1, 2, 0)
+        except RuntimeError:
+            pass  # PIL decides
+    return torch.from_numpy(np.array(decode_pil(data).convert("RGB")))
 
 
 def crop_params(sizes: np.ndarray, spec: CropSpec, rng: np.random.Generator) -> np.ndarray:
@@ -101,15 +183,67 @@ def augment(images: list[Any], spec: CropSpec, params: np.ndarray | None = None)
 
     from curate.resize import resize_crops
 
-    s = spec.size
-    device = images[0].device
     if params is None:
         sizes = np.array([tuple(im.shape[1:]) for im in images], dtype=np.int64)
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         params = crop_params(sizes, spec, rng)
-    out = resize_crops(images, params, s).round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
+    return _normalise(resize_crops(images, params, spec.size), spec)
+
+
+def augment_padded(padded: Any, sizes: Any, spec: CropSpec, device: str, staging: Any = None) -> Any:
+    """(B,3,S,S) float32 normalised pixels on `device` from pack_batch's padded uint8 batch: one copy to
+    the device (through `staging`, a PinnedStaging, when given), crops drawn as `augment` draws them, a
+    few batched matmuls (no per-image kernels)."""
+    import torch
+
+    from curate.resize import resize_padded
+
+    pixels = staging.to_device(padded, device) if staging is not None else padded.to(device)
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    params = crop_params(np.asarray(sizes, dtype=np.int64).reshape(-1, 2), spec, rng)
+    return _normalise(resize_padded(pixels, params, spec.size), spec)
+
+
+class PinnedStaging:
+    """Batches from the workers' shared memory reach the GPU through two reused pinned host buffers.
+
+    Copying a fresh shared-memory batch to the GPU directly costs a page fault per 4 KB page and a staged
+    pageable copy, on one thread: ~1.5 s for a 4096 batch of 512 px images (3.2 GB), longer than the
+    training step (bench/train.py measured 63% of the synthetic rate so). torch's CPU copy into pinned
+    memory runs on its intra-op threads, and the copy to the GPU is then a DMA at full speed. Buffers
+    alternate, so one is refilled while the other's DMA may still run; each waits for its last DMA.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: list[Any] = [None, None]
+        self.copied: list[Any] = [None, None]
+        self.turn = 0
+
+    def to_device(self, tensor: Any, device: str) -> Any:
+        import torch
+
+        i, self.turn = self.turn, 1 - self.turn
+        if self.copied[i] is not None:
+            self.copied[i].synchronize()
+        n = tensor.numel()
+        if self.buffers[i] is None or self.buffers[i].numel() < n:
+            self.buffers[i] = None  # freed before the larger one is allocated
+            self.buffers[i] = torch.empty(n + n // 8, dtype=torch.uint8, pin_memory=True)
+        host = self.buffers[i][:n].view(tensor.shape)
+        host.copy_(tensor)
+        out = host.to(device, non_blocking=True)
+        self.copied[i] = torch.cuda.Event()
+        self.copied[i].record()
+        return out
+
+
+def _normalise(resized: Any, spec: CropSpec) -> Any:
+    """Rounded to uint8 levels (PIL hands uint8 to ToTensor), then the transform's Normalize."""
+    import torch
+
+    out = resized.round_().clamp_(0, 255)
+    mean = torch.tensor(spec.mean, device=out.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(spec.std, device=out.device).view(1, 3, 1, 1) * 255
     return out.sub_(mean).div_(std)
 
 
@@ -118,27 +252,38 @@ def decode_batch(datas: list[bytes], texts: Any, spec: CropSpec, device: str) ->
     from curate.imagedecode import decode_tensors
 
     images, errors = decode_tensors(datas, device)
-    good = [i for i, e in enumerate(errors) if e is None]
-    if not good:
-        raise RuntimeError(f"no image of a batch of {len(datas)} decodes (first error: {errors[0]})")
-    replaced = 0
-    keep = list(range(len(images)))
-    for i, e in enumerate(errors):
-        if e is not None:
-            keep[i] = max((g for g in good if g < i), default=good[0])
-            replaced += 1
+    keep = replacements(errors)
+    replaced = sum(1 for i, j in enumerate(keep) if i != j)
     if replaced:
-        log.warning("%d undecodable image(s) in a batch replaced by a neighbour: %s", replaced, errors[0])
         texts = texts[keep]
     return augment([images[j] for j in keep], spec), texts, replaced
 
 
-class GpuBatches:
-    """open_clip's train dataloader, with images decoded and augmented on the GPU one batch ahead."""
+def replacements(errors: list[str | None]) -> list[int]:
+    """Which sample each batch position takes: itself, or where its image failed (`errors[i]` set) the
+    previous good one (the first good one at the start); distributed losses need equal batch sizes on
+    every rank, so a batch keeps its size. Replacements are logged."""
+    good = [i for i, e in enumerate(errors) if e is None]
+    if not good:
+        raise RuntimeError(f"no image of a batch of {len(errors)} decodes (first error: {errors[0]})")
+    keep = [
+        i if e is None else max((g for g in good if g < i), default=good[0]) for i, e in enumerate(errors)
+    ]
+    bad = [e for e in errors if e is not None]
+    if bad:
+        log.warning("%d undecodable image(s) in a batch replaced by a neighbour: %s", len(bad), bad[0])
+    return keep
 
-    def __init__(self, loader: Any, spec: CropSpec) -> None:
+
+class GpuBatches:
+    """open_clip's train dataloader, with images (decoded and) augmented on the GPU one batch ahead."""
+
+    def __init__(self, loader: Any, spec: CropSpec, decoder: str = "workers") -> None:
+        if decoder not in DECODERS:
+            raise ValueError(f"image decoder must be one of {', '.join(DECODERS)} (got '{decoder}')")
         self.loader = loader
         self.spec = spec
+        self.decoder = decoder
         self.num_batches = loader.num_batches
         self.num_samples = loader.num_samples
         self.replaced = 0
@@ -148,14 +293,15 @@ class GpuBatches:
 
         device = torch.device("cuda", torch.cuda.current_device())
         ready: queue.Queue[Any] = queue.Queue(maxsize=2)
+        prepare = self._prepare_function(str(device))
 
         def produce() -> None:
             torch.cuda.set_device(device)
             stream = torch.cuda.Stream(device, priority=-1)  # ahead of training kernels
             try:
                 with torch.cuda.stream(stream):
-                    for datas, texts in self.loader:
-                        images, texts, replaced = decode_batch(list(datas), texts, self.spec, str(device))
+                    for images, texts in self.loader:
+                        images, texts, replaced = prepare(images, texts)
                         self.replaced += replaced
                         done = torch.cuda.Event()
                         done.record(stream)
@@ -175,15 +321,32 @@ class GpuBatches:
             images.record_stream(current)  # allocated on the side stream, used on this one
             yield images, texts
 
+    def _prepare_function(self, device: str) -> Callable[[Any, Any], tuple[Any, Any, int]]:
+        """(images, texts, replaced) from what the loader yields for one batch."""
+        if self.decoder == "nvjpeg":
+            return lambda datas, texts: decode_batch(list(datas), texts, self.spec, device)
 
-def install() -> None:
-    """Patch open_clip_train (in this process) so its train data takes the GPU path above."""
+        staging = PinnedStaging()
+
+        def from_workers(packed: Any, texts: Any) -> tuple[Any, Any, int]:
+            padded, sizes, replaced = packed
+            return augment_padded(padded, sizes, self.spec, device, staging), texts, int(replaced)
+
+        return from_workers
+
+
+def install(decoder: str = "workers") -> None:
+    """Patch open_clip_train (in this process) so its train data takes the GPU path above, with JPEGs
+    decoded by `decoder` (DECODERS)."""
     import open_clip_train.data as ocd
     import open_clip_train.main as ocm
     import webdataset as wds
 
+    if decoder not in DECODERS:
+        raise ValueError(f"image decoder must be one of {', '.join(DECODERS)} (got '{decoder}')")
     state: dict[str, CropSpec | None] = {"spec": None}
-    create, get_data, decode = ocm.create_model_and_transforms, ocm.get_data, wds.decode
+    create, get_data = ocm.create_model_and_transforms, ocm.get_data
+    decode, batched, web_loader = wds.decode, wds.batched, wds.WebLoader
 
     def create_model_and_transforms(*args: Any, **kwargs: Any) -> Any:
         model, train_transform, val_transform = create(*args, **kwargs)
@@ -198,15 +361,28 @@ def install() -> None:
             return decode(**kwargs)  # text decoded as usual; image bytes left encoded
         return decode(*handlers, **kwargs)
 
+    def batched_packing(*args: Any, **kwargs: Any) -> Any:
+        if state["spec"] is not None and decoder == "workers" and "collation_fn" not in kwargs:
+            kwargs["collation_fn"] = pack_batch
+        return batched(*args, **kwargs)
+
+    def loader_one_ahead(*args: Any, **kwargs: Any) -> Any:
+        """A decoded 4096 batch is ~3 GB: each worker keeps one ready, not open_clip's default two."""
+        if state["spec"] is not None and decoder == "workers" and kwargs.get("num_workers", 0) > 0:
+            kwargs.setdefault("prefetch_factor", 1)
+        return web_loader(*args, **kwargs)
+
     def get_data_on_gpu(*args: Any, **kwargs: Any) -> Any:
         data = get_data(*args, **kwargs)
         if state["spec"] is not None and "train" in data:
-            data["train"].dataloader = GpuBatches(data["train"].dataloader, state["spec"])
+            data["train"].dataloader = GpuBatches(data["train"].dataloader, state["spec"], decoder)
         return data
 
-    class _Wds:  # webdataset as open_clip's data module sees it, with decode() wrapped
+    wrapped = {"decode": decode_keeping_images, "batched": batched_packing, "WebLoader": loader_one_ahead}
+
+    class _Wds:  # webdataset as open_clip's data module sees it, with three functions wrapped
         def __getattr__(self, name: str) -> Any:
-            return decode_keeping_images if name == "decode" else getattr(wds, name)
+            return wrapped[name] if name in wrapped else getattr(wds, name)
 
     ocm.create_model_and_transforms = create_model_and_transforms
     ocm.get_data = get_data_on_gpu

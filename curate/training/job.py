@@ -105,7 +105,8 @@ def train(
     recipe = _recipe(settings, pattern, weights)
     argv = build_argv(settings, pattern, str(logs), name, weights)
     cmd = command(argv, settings.gpus)
-    env = {**(env or {}), "CURATE_GPU_DECODE": "1" if settings.effective_gpu_decode else "0"}
+    decoder = settings.image_decoder if settings.effective_gpu_decode else "0"
+    env = {**(env or {}), "CURATE_GPU_DECODE": decoder}
     with exclusive(exp):
         previous = records.read_info(exp)
         if previous and previous.get("recipe") != recipe and checkpoint.exists():

@@ -1,10 +1,12 @@
-"""GPU decoding for training: the augmentation read from open_clip's train transform, its pixels against
-open_clip's own PIL transform (same random crop), undecodable images, open_clip's data pipeline left
-with encoded images, and (on a GPU) the batches the training loop receives."""
+"""GPU augmentation for training: the augmentation read from open_clip's train transform, its pixels
+against open_clip's own PIL transform (same random crop), the workers' padded batches, undecodable images,
+open_clip's data pipeline handing over decoded (workers) or encoded (nvjpeg) images, and (on a GPU) the
+batches the training loop receives."""
 
 from __future__ import annotations
 
 import io
+import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,9 +26,11 @@ from curate.training.gpu_loader import (
     GpuBatches,
     KeepBytes,
     augment,
+    augment_padded,
     crop_params,
     decode_batch,
     install,
+    pack_batch,
 )
 from tests.training.shards import write_resharded
 
@@ -126,14 +130,18 @@ def _args(data: Path, samples: int, batch: int) -> SimpleNamespace:
     )
 
 
-def test_open_clips_pipeline_hands_over_encoded_images(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _patched_open_clip(monkeypatch: pytest.MonkeyPatch, decoder: str) -> None:
     for module, name in ((ocm, "create_model_and_transforms"), (ocm, "get_data"), (ocd, "wds")):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
     monkeypatch.setattr(ocd, "tarfile_to_samples_nothrow", ocd.tarfile_to_samples_nothrow)
     patch_webdataset_eof()
-    install()
+    install(decoder)
+
+
+def test_open_clips_pipeline_hands_over_encoded_images_to_nvjpeg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _patched_open_clip(monkeypatch, "nvjpeg")
     model, train_transform, _ = ocm.create_model_and_transforms("curate-tiny-vit64")
     assert isinstance(train_transform, KeepBytes)
     data = write_resharded(tmp_path / "data", 32, per_shard=16)
@@ -142,6 +150,77 @@ def test_open_clips_pipeline_hands_over_encoded_images(
     images, texts = next(iter(info.dataloader))
     assert len(images) == 8 and all(bytes(b[:3]) == b"\xff\xd8\xff" for b in images)
     assert texts.shape == (8, 77) and texts.dtype == torch.long
+
+
+def test_open_clips_workers_hand_over_decoded_pixels_in_shared_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _patched_open_clip(monkeypatch, "workers")
+    model, train_transform, _ = ocm.create_model_and_transforms("curate-tiny-vit64")
+    assert isinstance(train_transform, KeepBytes)  # decoded at the end of the worker's pipeline
+    data = write_resharded(tmp_path / "data", 32, per_shard=16)
+    decoded = {}  # every training JPEG as PIL decodes it
+    for tar in sorted(data.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.name.endswith(".jpg"):
+                    pil = Image.open(io.BytesIO(tf.extractfile(m).read())).convert("RGB")  # type: ignore[union-attr]
+                    decoded[np.asarray(pil).tobytes()] = m.name
+    tokenizer = open_clip.get_tokenizer("curate-tiny-vit64")
+    info = ocd.get_wds_dataset(_args(data, 16, 8), train_transform, True, tokenizer=tokenizer)
+    assert info.dataloader.pipeline[0].prefetch_factor == 1  # ~3 GB a 4096 batch: one ready per worker
+    (padded, sizes, replaced), texts = next(iter(info.dataloader))
+    assert padded.dtype == torch.uint8 and padded.shape == (8, 48, 48, 3) and padded.is_shared()
+    assert sizes.tolist() == [[48, 48]] * 8 and replaced == 0
+    assert all(padded[i].numpy().tobytes() in decoded for i in range(8))  # PIL's pixels, untouched
+    assert texts.shape == (8, 77) and texts.dtype == torch.long
+
+
+def _png(w: int, h: int, value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w), value, np.uint8)).save(buf, "PNG")  # grey: converted to RGB
+    return buf.getvalue()
+
+
+def test_pack_batch_decodes_each_image_into_the_corner_of_its_slot() -> None:
+    jpeg = _jpeg(40, 30, seed=3)
+    samples = [(jpeg, torch.tensor([1, 2])), (_png(3, 9, 200), torch.tensor([3, 4]))]
+    (padded, sizes, replaced), texts = pack_batch(samples)
+    assert padded.shape == (2, 30, 40, 3) and sizes.tolist() == [[30, 40], [9, 3]] and replaced == 0
+    pil = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    assert (padded[0].numpy() == pil).all()  # libjpeg-turbo through torchvision: PIL's very pixels
+    assert (padded[1, :9, :3] == 200).all()
+    assert texts.tolist() == [[1, 2], [3, 4]]
+    floats = pack_batch([(torch.zeros(3, 4, 4), torch.tensor([1])), (torch.ones(3, 4, 4), torch.tensor([2]))])
+    assert floats[0].shape == (2, 3, 4, 4)  # a validation batch (already transformed) collates as usual
+
+
+def test_pack_batch_replaces_an_undecodable_image_by_its_neighbour() -> None:
+    truncated = _jpeg(seed=4)[:600]  # a header with a size, then no image data
+    samples = [(b"not an image", torch.tensor([0])), (_png(6, 5, 9), torch.tensor([1]))]
+    samples += [(truncated, torch.tensor([2])), (_png(4, 4, 7), torch.tensor([3]))]
+    (padded, sizes, replaced), texts = pack_batch(samples)
+    assert replaced == 2 and texts.flatten().tolist() == [1, 1, 1, 3]
+    assert sizes.tolist() == [[5, 6], [5, 6], [5, 6], [4, 4]]
+    assert (padded[0, :5, :6] == 9).all() and (padded[2, :5, :6] == 9).all()
+    with pytest.raises(RuntimeError, match="no image of a batch of 1 decodes"):
+        pack_batch([(b"nope", torch.tensor([0]))])
+
+
+def test_padded_batches_augment_as_lists_do() -> None:
+    spec = CropSpec.from_transform(_train_transform())
+    assert spec is not None
+    jpegs = [_jpeg(w, h, seed=w) for w, h in [(512, 384), (300, 500), (224, 224), (640, 200)]]
+    (padded, sizes, _), _ = pack_batch([(j, torch.tensor([0])) for j in jpegs])
+    torch.manual_seed(5)
+    ours = augment_padded(padded, sizes, spec, "cpu")
+    torch.manual_seed(5)  # the same crops, drawn the same way
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    params = crop_params(sizes.numpy(), spec, rng)
+    arrays = [np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs]
+    reference = augment([torch.from_numpy(a.copy()).permute(2, 0, 1) for a in arrays], spec, params)
+    assert ours.shape == (4, 3, 224, 224)
+    assert (ours - reference).abs().max() < 0.02  # float sums only; the same rounding to uint8 levels
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (runs on the device)")
@@ -156,7 +235,18 @@ def test_batches_arrive_on_the_gpu_ready_to_train(tmp_path: Path) -> None:
             for b in range(3):
                 yield [_jpeg(seed=b * 4 + i) for i in range(4)], torch.full((4, 77), b)
 
-    batches = list(GpuBatches(Loader(), spec))
+    batches = list(GpuBatches(Loader(), spec, "nvjpeg"))
     assert [t[0, 0].item() for _, t in batches] == [0, 1, 2]
     for images, _ in batches:
         assert images.is_cuda and images.shape == (4, 3, 224, 224) and torch.isfinite(images).all()
+
+    class Packed:
+        num_batches, num_samples = 3, 12
+
+        def __iter__(self):  # noqa: ANN204
+            for b in range(3):
+                yield pack_batch([(_jpeg(seed=b * 4 + i), torch.full((77,), b)) for i in range(4)])
+
+    for b, (images, texts) in enumerate(GpuBatches(Packed(), spec, "workers")):
+        assert images.is_cuda and images.shape == (4, 3, 224, 224) and torch.isfinite(images).all()
+        assert texts[0, 0].item() == b

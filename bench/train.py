@@ -1,21 +1,24 @@
 """Training throughput: open_clip's real training loop on resharded JPEG shards vs the same step on
 random tensors already on the GPU (the model-only ceiling), in one run.
 
-    python bench/train.py all --data /tmp/bench_data --samples 120000 --workers 24
+    python bench/train.py all --data /tmp/bench_data --samples 120000 --workers 12
     python bench/train.py gen --data DIR --samples N          # shards in the reshard layout
     python bench/train.py synthetic --batch 4096              # model/optimizer/loss/autocast step only
-    python bench/train.py real --data DIR --gpus 1 --batch 4096 --steps 48 --workers 24
+    python bench/train.py real --data DIR --gpus 1 --batch 4096 --steps 48 --workers 12 --decode workers
     python bench/train.py producer --data DIR --batch 4096   # GPU decode + augment alone, per batch
     python bench/train.py overlap --data DIR --batch 4096    # the synthetic step with the producer beside it
 
-`real` goes through curate's own path (curate.training.job.train -> launch -> entry ->
-open_clip_train.main.main; torchrun when --gpus > 1) with an unofficial ViT-B-32 scale whose global
-batch is --batch (DataComp small's 4096) and whose length is --steps optimiser steps. Its rate is the
-steady state read from open_clip's out.log (each log line holds the mean batch time of the steps since
-the previous line), so start-up, the first step and the final checkpoint are left out.
+`all` runs the real loop once per `--decoders` entry (train.image_decoder: `workers` decode with PIL in
+the loader workers, `nvjpeg` in the training process; `cpu` is open_clip's own CPU loader), each against
+the synthetic rate of the same run. `real` goes through curate's own path (curate.training.job.train ->
+launch -> entry -> open_clip_train.main.main; torchrun when --gpus > 1) with an unofficial ViT-B-32
+scale whose global batch is --batch (DataComp small's 4096) and whose length is --steps optimiser steps.
+Its rate is the steady state read from open_clip's out.log (each log line holds the mean batch time of
+the steps since the previous line), so start-up, the first step and the final checkpoint are left out.
 `producer` times what train.gpu_decode adds to the training process for one batch, apart: nvJPEG
-decoding, and the random-resized-crop resize done per image (F.interpolate in a loop, the old path) and
-batched (curate/resize.py, the current path), with a CUDA synchronise around each.
+decoding, the random-resized-crop resize done per image (F.interpolate in a loop, the old path) and
+batched (curate/resize.py), and the `workers` decoder's part (copy of the padded batch to the GPU and
+its batched resize), with a CUDA synchronise around each.
 `synthetic` builds the same model (grad checkpointing), AdamW groups, ClipLoss (local loss, gather
 with grad) and autocast, and times steps on random inputs that never leave the GPU.
 
@@ -258,7 +261,7 @@ def real(
     workers: int,
     name: str,
     model: str = "ViT-B-32",
-    gpu_decode: bool = True,
+    decode: str = "workers",
 ) -> dict[str, Any]:
     from curate.training.args import TrainSettings
     from curate.training.job import train
@@ -266,7 +269,13 @@ def real(
 
     scale = Scale("bench", model, batch, 5e-4, 10, steps * batch, log_every_n_steps=8)
     settings = TrainSettings(
-        scale, num_checkpoints=1, precision="amp_bf16", workers=workers, gpus=gpus, gpu_decode=gpu_decode
+        scale,
+        num_checkpoints=1,
+        precision="amp_bf16",
+        workers=workers,
+        gpus=gpus,
+        gpu_decode=decode != "cpu",
+        image_decoder=decode if decode != "cpu" else "workers",
     )
     t0 = time.time()
     info = train(str(data), out, name, settings, log=lambda m: print(f"  [{name}] {m}", flush=True))
@@ -276,7 +285,7 @@ def real(
         "per_gpu_batch": settings.per_gpu_batch,
         "global_batch": batch,
         "workers_per_gpu": workers,
-        "decode": "gpu" if settings.effective_gpu_decode else "cpu (open_clip's PIL loader)",
+        "decode": decode if settings.effective_gpu_decode else "cpu (open_clip's PIL loader)",
         "wall_s": time.time() - t0,
         "samples_seen": info["samples_seen"],
         **rate,
@@ -319,12 +328,19 @@ def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[st
 
     from curate.imagedecode import decode_tensors
     from curate.resize import resize_crops
-    from curate.training.gpu_loader import CropSpec, crop_params
+    from curate.training.gpu_loader import CropSpec, PinnedStaging, augment_padded, crop_params, pack_batch
 
     spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     batches = _batches_of_bytes(data, batch, count)
     rng = np.random.default_rng(0)
-    times: dict[str, list[float]] = {"decode": [], "resize_loop": [], "resize_batched": []}
+    times: dict[str, list[float]] = {
+        "decode": [],
+        "resize_loop": [],
+        "resize_batched": [],
+        "worker_pack_one_process": [],
+        "workers_copy_and_augment": [],
+        "workers_pinned_copy_and_augment": [],
+    }
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: to try the script here
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -346,8 +362,23 @@ def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[st
         new = timed("resize_batched", lambda i=images, p=params: resize_crops(i, p, size))
         diffs.append(float((old - new).abs().max()))
         del old, new, images
+        tokens = torch.zeros(77, dtype=torch.long)
+        (padded, sizes, _), _ = timed(
+            "worker_pack_one_process", lambda d=datas, t=tokens: pack_batch([(x, t) for x in d])
+        )
+        timed("workers_copy_and_augment", lambda p=padded, z=sizes: augment_padded(p, z, spec, device))
+        if device == "cuda":
+            stage = PinnedStaging()
+            for _ in range(2):  # the first call allocates the pinned buffers
+                timed(
+                    "workers_pinned_copy_and_augment",
+                    lambda p=padded, z=sizes, st=stage: augment_padded(p, z, spec, device, st),
+                )
+        del padded
     out: dict[str, Any] = {"batch": batch, "batches": count, "max_abs_diff_levels": max(diffs)}
     for key, values in times.items():
+        if not values:
+            continue
         steady = statistics.median(values[1:] if len(values) > 1 else values)
         out[f"{key}_ms"] = round(steady * 1000, 1)
         out[f"{key}_img_per_s"] = round(batch / steady)
@@ -446,11 +477,17 @@ def main() -> None:
     ap.add_argument("--model", default="ViT-B-32", help="curate-tiny-vit64 to try the script on CPU")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument(
-        "--decode", choices=["gpu", "cpu"], default="gpu", help="train.gpu_decode, or open_clip's CPU loader"
+        "--decode",
+        choices=["workers", "nvjpeg", "cpu"],
+        default="workers",
+        help="real: train.image_decoder with gpu_decode, or cpu (open_clip's CPU loader)",
     )
+    ap.add_argument("--decoders", default="workers,nvjpeg", help="all: the real runs, one per decoder")
     args = ap.parse_args()
     results: dict[str, Any] = {}
-    if args.what in ("all", "gen"):
+    meta = args.data / "meta.json"
+    made = meta.exists() and sum(json.loads(f.read_text())["count"] for f in args.data.glob("*_stats.json"))
+    if args.what == "gen" or (args.what == "all" and made != args.samples):
         results["data"] = generate(args.data, args.samples, distinct=args.distinct)
         print("data:", results["data"], flush=True)
     if args.what in ("all", "synthetic"):
@@ -475,24 +512,21 @@ def main() -> None:
             args.workers,
             args.name,
             args.model,
-            args.decode == "gpu",
+            args.decode,
         )
         print("real:", results["real"], flush=True)
     if args.what == "all":
         env1 = os.environ.get("CUDA_VISIBLE_DEVICES")
         os.environ["CUDA_VISIBLE_DEVICES"] = "0"
-        results["real_1gpu"] = real(
-            args.data,
-            args.out,
-            1,
-            args.batch,
-            args.steps,
-            args.workers,
-            "real_1gpu",
-            args.model,
-            args.decode == "gpu",
-        )
-        print("real 1 GPU:", results["real_1gpu"], flush=True)
+        for decode in args.decoders.split(","):
+            key = f"real_1gpu_{decode}"
+            results[key] = real(
+                args.data, args.out, 1, args.batch, args.steps, args.workers, key, args.model, decode
+            )
+            ratio = results[key]["samples_per_s"] / results["synthetic"]["samples_per_s"]
+            results[f"real_over_synthetic_{decode}"] = ratio
+            print(f"real 1 GPU ({decode}):", results[key], flush=True)
+            print(f"real ({decode}) / synthetic on one GPU: {ratio:.1%} (target >= 85%)", flush=True)
         if env1 is None:
             del os.environ["CUDA_VISIBLE_DEVICES"]
         else:
@@ -500,6 +534,7 @@ def main() -> None:
         import torch
 
         if torch.cuda.device_count() >= 2:
+            decode = args.decoders.split(",")[0]
             results["real_2gpu"] = real(
                 args.data,
                 args.out,
@@ -509,12 +544,9 @@ def main() -> None:
                 args.two_gpu_workers,
                 "real_2gpu",
                 args.model,
-                args.decode == "gpu",
+                decode,
             )
-            print("real 2 GPUs (torchrun):", results["real_2gpu"], flush=True)
-        ratio = results["real_1gpu"]["samples_per_s"] / results["synthetic"]["samples_per_s"]
-        results["real_over_synthetic_1gpu"] = ratio
-        print(f"real / synthetic on one GPU: {ratio:.1%} (target >= 85%)", flush=True)
+            print(f"real 2 GPUs (torchrun, {decode}):", results["real_2gpu"], flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -327,8 +327,9 @@ def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[st
     import torch
 
     from curate.imagedecode import decode_tensors
+    from curate.pinned import PinnedStaging
     from curate.resize import resize_crops
-    from curate.training.gpu_loader import CropSpec, PinnedStaging, augment_padded, crop_params, pack_batch
+    from curate.training.gpu_loader import CropSpec, augment_padded, crop_params, pack_batch
 
     spec = CropSpec(size, (0.9, 1.0), (3 / 4, 4 / 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     batches = _batches_of_bytes(data, batch, count)

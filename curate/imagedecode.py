@@ -39,6 +39,64 @@ def _writable(data: bytes | memoryview) -> memoryview | bytearray:
     return data if isinstance(data, memoryview) and not data.readonly else bytearray(data)
 
 
+def header_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(height, width) read from the image's header alone (PIL opens lazily), or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.height, image.width
+    except Exception:  # noqa: BLE001 - unreadable: the caller gives the reason
+        return None
+
+
+def decode_rgb(data: bytes | memoryview) -> Any:
+    """(H, W, 3) uint8 pixels: JPEGs with libjpeg-turbo through torchvision (the same pixels as PIL's
+    decode, tested, without PIL's two extra copies), anything else (and any JPEG it refuses) with PIL."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if bytes(data[:3]) == JPEG_MAGIC:
+        try:
+            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(raw, mode=ImageReadMode.RGB).permute(1, 2, 0)
+        except RuntimeError:
+            pass  # PIL decides
+    return torch.from_numpy(np.array(decode_pil(data).convert("RGB")))
+
+
+def decode_padded(
+    datas: list[bytes | memoryview], shared: bool = False
+) -> tuple[Any, np.ndarray, list[str | None]]:
+    """Images decoded on the CPU into one (n, H, W, 3) uint8 batch, each in the top-left corner of its
+    slot (H, W: the largest height and width), with (n, 2) sizes and an error text per image (its slot
+    then left as it is, its size (1, 1)). Sizes come from the headers first, so each image is decoded
+    straight into the batch; `shared`: the batch lives in shared memory, for a worker process to hand
+    over without another copy. Used by training's and embed's decode workers."""
+    import torch
+
+    sizes = [header_size(d) for d in datas]
+    found = [s for s in sizes if s is not None] or [(1, 1)]
+    shape = (len(datas), max(h for h, _ in found), max(w for _, w in found), 3)
+    if shared:
+        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+        padded = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    else:
+        padded = torch.empty(shape, dtype=torch.uint8)
+    errors: list[str | None] = [None] * len(datas)
+    for i, (data, size) in enumerate(zip(datas, sizes, strict=True)):
+        try:
+            if size is None:
+                decode_pil(data)  # raises with PIL's reason
+                raise ValueError("no size in the image header")
+            pixels = decode_rgb(data)
+            if tuple(pixels.shape[:2]) != size:
+                raise ValueError(f"decoded {tuple(pixels.shape[:2])}, the header says {size}")
+            padded[i, : size[0], : size[1]] = pixels
+        except Exception as exc:  # noqa: BLE001 - any decoder error is a per-image reason
+            errors[i] = f"undecodable image: {type(exc).__name__}: {str(exc)[:120]}"
+            sizes[i] = None
+    return padded, np.array([s or (1, 1) for s in sizes], dtype=np.int64).reshape(-1, 2), errors
+
+
 def decode_tensors(
     datas: list[bytes | memoryview], device: str, counters: dict[str, int] | None = None
 ) -> tuple[list[Any], list[str | None]]:
@@ -101,20 +159,33 @@ class TensorPreprocess:
         """(B,3,S,S) normalised pixels in `dtype` from a list of uint8 (3,H,W) tensors: each resized as
         PIL does (bicubic, antialiased, rounded to uint8) and centre-cropped (zero-padded when smaller),
         all sizes of a batch together in a few batched matmuls (curate/resize.py)."""
-        import torch
-
         from curate.resize import resize_crops
 
-        s = self.image_size
-        device = images[0].device
         sizes = np.array([im.shape[1:] for im in images], dtype=np.int64).reshape(-1, 2)
+        boxes, plan = self._plan(sizes)
+        return self._normalise(resize_crops(images, boxes, self.image_size, plan), dtype)
+
+    def padded(self, padded: Any, sizes: np.ndarray, dtype: Any) -> Any:
+        """The same from decode_padded's (n, H, W, 3) uint8 batch (on the model's device) and its sizes."""
+        from curate.resize import resize_padded
+
+        boxes, plan = self._plan(np.asarray(sizes, dtype=np.int64).reshape(-1, 2))
+        return self._normalise(resize_padded(padded, boxes, self.image_size, plan), dtype)
+
+    def _plan(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-image boxes and the resize + centre-crop plan (curate.resize.resize_crops) per image."""
         h, w = sizes[:, 0], sizes[:, 1]
         th, tw = self.target_sizes(h, w)
         boxes = np.stack([np.zeros_like(h), np.zeros_like(w), h, w], axis=1)
-        plan = np.stack([th, tw, _window_starts(th, s), _window_starts(tw, s)], axis=1)
-        x = resize_crops(images, boxes, s, plan).round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
+        s = self.image_size
+        return boxes, np.stack([th, tw, _window_starts(th, s), _window_starts(tw, s)], axis=1)
+
+    def _normalise(self, x: Any, dtype: Any) -> Any:
+        import torch
+
+        x = x.round_().clamp_(0, 255)  # PIL hands uint8 to ToTensor
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1) * 255
         return ((x - mean) / std).to(dtype)
 
 

@@ -124,35 +124,43 @@ def _resize_chunk(
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     nested = torch.nested.nested_tensor(images, dtype=dtype, device=device)
     padded = nested.to_padded_tensor(0.0, output_size=(len(images), 3, tallest, widest))
-    b = torch.as_tensor(boxes, device=device)
-    tops, lefts, heights, widths = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    if plan is None:
-        ay = resize_weights(heights, size, tallest, starts=tops).to(dtype)
-        ax = resize_weights(widths, size, widest, starts=lefts).to(dtype)
-    else:
-        p = torch.as_tensor(plan, device=device)
-        ay = resize_weights(heights, size, tallest, p[:, 0], p[:, 2], starts=tops).to(dtype)
-        ax = resize_weights(widths, size, widest, p[:, 1], p[:, 3], starts=lefts).to(dtype)
+    ay, ax = _weights(torch.as_tensor(boxes, device=device), plan, size, tallest, widest, dtype)
     return (ay[:, None] @ padded @ ax[:, None].transpose(-1, -2)).float()
 
 
-def resize_padded(padded: Any, boxes: Any, size: int) -> Any:
+def _weights(b: Any, plan: Any, size: int, tallest: int, widest: int, dtype: Any) -> tuple[Any, Any]:
+    """The (n, size, tallest) row and (n, size, widest) column weights for `b` (boxes on the device) and
+    an optional `plan` (see resize_crops)."""
+    import torch
+
+    tops, lefts, heights, widths = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    if plan is None:
+        ay = resize_weights(heights, size, tallest, starts=tops)
+        ax = resize_weights(widths, size, widest, starts=lefts)
+    else:
+        p = torch.as_tensor(plan, device=b.device)
+        ay = resize_weights(heights, size, tallest, p[:, 0], p[:, 2], starts=tops)
+        ax = resize_weights(widths, size, widest, p[:, 1], p[:, 3], starts=lefts)
+    return ay.to(dtype), ax.to(dtype)
+
+
+def resize_padded(padded: Any, boxes: Any, size: int, plan: Any = None) -> Any:
     """(n, 3, size, size) float32 (not rounded) from `padded` ((n, H, W, 3) uint8, each image in the top
     left corner; whatever lies beyond it gets zero weight), each cut to its row of `boxes` (top, left,
-    height, width) and resized as `resize_crops` does, in slices of at most CHUNK_PIXELS padded pixels: a
-    few kernels per slice, none per image."""
+    height, width) and resized as `resize_crops` does (`plan` too), in slices of at most CHUNK_PIXELS
+    padded pixels: a few kernels per slice, none per image."""
     import torch
 
     n, tallest, widest = int(padded.shape[0]), int(padded.shape[1]), int(padded.shape[2])
     device = padded.device
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     b = torch.as_tensor(np.asarray(boxes, dtype=np.int64).reshape(-1, 4), device=device)
+    plan = np.asarray(plan, dtype=np.int64).reshape(-1, 4) if plan is not None else None
     out = torch.empty(n, 3, size, size, dtype=torch.float32, device=device)
     step = max(1, CHUNK_PIXELS // max(1, tallest * widest))
     for s in range(0, n, step):
         e = min(n, s + step)
         x = padded[s:e].permute(0, 3, 1, 2).to(dtype)
-        ay = resize_weights(b[s:e, 2], size, tallest, starts=b[s:e, 0]).to(dtype)
-        ax = resize_weights(b[s:e, 3], size, widest, starts=b[s:e, 1]).to(dtype)
+        ay, ax = _weights(b[s:e], plan[s:e] if plan is not None else None, size, tallest, widest, dtype)
         out[s:e] = (ay[:, None] @ x @ ax[:, None].transpose(-1, -2)).float()
     return out

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.imagedecode import TensorPreprocess, decode_pil, decode_tensors
+from curate.imagedecode import TensorPreprocess, decode_padded, decode_pil, decode_tensors
 from tests.embed_fixtures import clipart_jpegs, tiny_model
 
 
@@ -37,6 +37,27 @@ def test_undecodable_bytes_get_a_reason_and_the_rest_still_decode() -> None:
     assert [e is None for e in errors] == [True, False, False, False, True]
     assert all(e.startswith("undecodable image: ") for e in errors[1:4])
     assert np.array_equal(images[0].numpy(), decode_tensors([good[0]], "cpu")[0][0].numpy())
+
+
+def test_a_padded_cpu_decode_gives_pils_pixels_and_the_tensor_paths_preprocess() -> None:
+    m = tiny_model()
+    datas = clipart_jpegs(5, size=97)
+    png = io.BytesIO()
+    Image.open(io.BytesIO(datas[1])).resize((40, 130)).save(png, "PNG")
+    datas += [png.getvalue(), datas[0][:200], b""]
+    padded, sizes, errors = decode_padded(datas, shared=True)
+    assert padded.is_shared() and padded.shape == (8, 130, 97, 3)
+    assert [e is None for e in errors] == [True] * 6 + [False, False]
+    assert all(e.startswith("undecodable image: ") for e in errors[6:])
+    for i, data in enumerate(datas[:6]):
+        pil = np.asarray(decode_pil(data).convert("RGB"))  # libjpeg-turbo via torchvision: PIL's pixels
+        assert (
+            sizes[i].tolist() == list(pil.shape[:2])
+            and (padded[i, : pil.shape[0], : pil.shape[1]].numpy() == pil).all()
+        )
+    tp = TensorPreprocess(m.image_size, m.mean, m.std, m.resize_mode)
+    images, _ = decode_tensors(datas[:6], "cpu")
+    assert torch.equal(tp.padded(padded[:6], sizes[:6], torch.float32), tp(images, torch.float32))
 
 
 def test_batched_resize_equals_torchvisions_resize_and_centre_crop_for_every_shape() -> None:

@@ -25,7 +25,6 @@ another shape (a custom `aug_cfg`) keeps open_clip's own CPU path.
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import threading
@@ -79,72 +78,28 @@ class KeepBytes:
 
 def pack_batch(samples: list[tuple[Any, Any]]) -> Any:
     """webdataset's collation in the workers (decoder `workers`): ((n, H, W, 3) uint8 images, each
-    decoded into the top-left corner of its slot, (n, 2) heights and widths, images replaced), (n, 77)
-    token ids. Sizes come from the headers first, so each image is decoded straight into the batch, which
-    in a loader worker lives in shared memory (as torch's default_collate allocates it) and so reaches
-    the training process without another copy. An image that does not decode takes the previous good
-    sample's place (and caption), as with nvjpeg. Batches of anything else (validation) collate as usual.
-    """
+    decoded into the top-left corner of its slot (curate.imagedecode.decode_padded), (n, 2) heights and
+    widths, images replaced), (n, 77) token ids. In a loader worker the batch lives in shared memory (as
+    torch's default_collate allocates it), so it reaches the training process without another copy. An
+    image that does not decode takes the previous good sample's place (and caption), as with nvjpeg.
+    Batches of anything else (validation) collate as usual."""
     import torch
     from torch.utils.data import get_worker_info
     from webdataset.filters import default_collation_fn
 
+    from curate.imagedecode import decode_padded
+
     datas = [sample[0] for sample in samples]
     if not datas or not all(isinstance(d, bytes | bytearray | memoryview) for d in datas):
         return default_collation_fn(samples)
-    sizes = [_header_size(d) for d in datas]
-    found = [s for s in sizes if s is not None] or [(1, 1)]  # none at all: replacements() raises
-    shape = (len(datas), max(h for h, _ in found), max(w for _, w in found), 3)
-    if get_worker_info() is not None:
-        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-        padded = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-    else:
-        padded = torch.empty(shape, dtype=torch.uint8)
-    errors: list[str | None] = ["no size in the image header" if s is None else None for s in sizes]
-    for i, (data, size) in enumerate(zip(datas, sizes, strict=True)):
-        if size is not None:
-            try:
-                pixels = _decode_rgb(data)
-                if tuple(pixels.shape[:2]) != size:
-                    raise ValueError(f"decoded {tuple(pixels.shape[:2])}, header says {size}")
-                padded[i, : size[0], : size[1]] = pixels
-            except Exception as exc:  # noqa: BLE001 - any decoder error is a replaced sample
-                errors[i] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    padded, sizes, errors = decode_padded(datas, shared=get_worker_info() is not None)
     texts = torch.stack([torch.as_tensor(sample[1]) for sample in samples])
     keep = replacements(errors)
     for i, j in enumerate(keep):
         if i != j:
             padded[i], sizes[i], texts[i] = padded[j], sizes[j], texts[j]
     replaced = sum(1 for i, j in enumerate(keep) if i != j)
-    return (padded, torch.tensor(sizes, dtype=torch.int64), replaced), texts
-
-
-def _header_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
-    """(height, width) read from the image's header alone (PIL opens lazily), or None."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.height, image.width
-    except Exception:  # noqa: BLE001 - unreadable: the sample is replaced
-        return None
-
-
-def _decode_rgb(data: bytes | bytearray | memoryview) -> Any:
-    """(H, W, 3) uint8 pixels: JPEGs with libjpeg-turbo through torchvision (the same pixels as PIL's
-    decode in open_clip's loader, tested, without PIL's two extra copies), anything else with PIL."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    from curate.imagedecode import JPEG_MAGIC, decode_pil
-
-    if bytes(data[:3]) == JPEG_MAGIC:
-        try:
-            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_jpeg(raw, mode=ImageReadMode.RGB).permute(1, 2, 0)
-        except RuntimeError:
-            pass  # PIL decides
-    return torch.from_numpy(np.array(decode_pil(data).convert("RGB")))
+    return (padded, torch.from_numpy(sizes), replaced), texts
 
 
 def crop_params(sizes: np.ndarray, spec: CropSpec, rng: np.random.Generator) -> np.ndarray:
@@ -202,39 +157,6 @@ def augment_padded(padded: Any, sizes: Any, spec: CropSpec, device: str, staging
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
     params = crop_params(np.asarray(sizes, dtype=np.int64).reshape(-1, 2), spec, rng)
     return _normalise(resize_padded(pixels, params, spec.size), spec)
-
-
-class PinnedStaging:
-    """Batches from the workers' shared memory reach the GPU through two reused pinned host buffers.
-
-    Copying a fresh shared-memory batch to the GPU directly costs a page fault per 4 KB page and a staged
-    pageable copy, on one thread: ~1.5 s for a 4096 batch of 512 px images (3.2 GB), longer than the
-    training step (bench/train.py measured 63% of the synthetic rate so). torch's CPU copy into pinned
-    memory runs on its intra-op threads, and the copy to the GPU is then a DMA at full speed. Buffers
-    alternate, so one is refilled while the other's DMA may still run; each waits for its last DMA.
-    """
-
-    def __init__(self) -> None:
-        self.buffers: list[Any] = [None, None]
-        self.copied: list[Any] = [None, None]
-        self.turn = 0
-
-    def to_device(self, tensor: Any, device: str) -> Any:
-        import torch
-
-        i, self.turn = self.turn, 1 - self.turn
-        if self.copied[i] is not None:
-            self.copied[i].synchronize()
-        n = tensor.numel()
-        if self.buffers[i] is None or self.buffers[i].numel() < n:
-            self.buffers[i] = None  # freed before the larger one is allocated
-            self.buffers[i] = torch.empty(n + n // 8, dtype=torch.uint8, pin_memory=True)
-        host = self.buffers[i][:n].view(tensor.shape)
-        host.copy_(tensor)
-        out = host.to(device, non_blocking=True)
-        self.copied[i] = torch.cuda.Event()
-        self.copied[i].record()
-        return out
 
 
 def _normalise(resized: Any, spec: CropSpec) -> Any:
@@ -325,6 +247,8 @@ class GpuBatches:
         """(images, texts, replaced) from what the loader yields for one batch."""
         if self.decoder == "nvjpeg":
             return lambda datas, texts: decode_batch(list(datas), texts, self.spec, device)
+
+        from curate.pinned import PinnedStaging
 
         staging = PinnedStaging()
 

@@ -364,18 +364,21 @@ def producer(data: Path, batch: int, count: int = 4, size: int = 224) -> dict[st
         diffs.append(float((old - new).abs().max()))
         del old, new, images
         tokens = torch.zeros(77, dtype=torch.long)
-        (padded, sizes, _), _ = timed(
+        (groups, sizes, keep), _ = timed(
             "worker_pack_one_process", lambda d=datas, t=tokens: pack_batch([(x, t) for x in d])
         )
-        timed("workers_copy_and_augment", lambda p=padded, z=sizes: augment_padded(p, z, spec, device))
+        timed(
+            "workers_copy_and_augment",
+            lambda g=groups, z=sizes, k=keep: augment_padded(g, z, k, spec, device),
+        )
         if device == "cuda":
             stage = PinnedStaging()
             for _ in range(2):  # the first call allocates the pinned buffers
                 timed(
                     "workers_pinned_copy_and_augment",
-                    lambda p=padded, z=sizes, st=stage: augment_padded(p, z, spec, device, st),
+                    lambda g=groups, z=sizes, k=keep, st=stage: augment_padded(g, z, k, spec, device, st),
                 )
-        del padded
+        del groups
     out: dict[str, Any] = {"batch": batch, "batches": count, "max_abs_diff_levels": max(diffs)}
     for key, values in times.items():
         if not values:

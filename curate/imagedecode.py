@@ -64,16 +64,17 @@ def decode_rgb(data: bytes | memoryview) -> Any:
 
 
 def decode_padded(
-    datas: list[bytes | memoryview], shared: bool = False
+    datas: list[bytes | memoryview], shared: bool = False, sizes: list[tuple[int, int] | None] | None = None
 ) -> tuple[Any, np.ndarray, list[str | None]]:
     """Images decoded on the CPU into one (n, H, W, 3) uint8 batch, each in the top-left corner of its
     slot (H, W: the largest height and width), with (n, 2) sizes and an error text per image (its slot
     then left as it is, its size (1, 1)). Sizes come from the headers first, so each image is decoded
     straight into the batch; `shared`: the batch lives in shared memory, for a worker process to hand
-    over without another copy. Used by training's and embed's decode workers."""
+    over without another copy; `sizes`: the headers' sizes when the caller has read them already.
+    Used by training's decode workers."""
     import torch
 
-    sizes = [header_size(d) for d in datas]
+    sizes = [header_size(d) for d in datas] if sizes is None else list(sizes)
     found = [s for s in sizes if s is not None] or [(1, 1)]
     shape = (len(datas), max(h for h, _ in found), max(w for _, w in found), 3)
     if shared:

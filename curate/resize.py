@@ -89,16 +89,16 @@ def resize_crops(images: list[Any], boxes: Any, size: int, plan: Any = None) -> 
     plan = np.asarray(plan, dtype=np.int64).reshape(-1, 4) if plan is not None else None
     full = np.array([im.shape[1:] for im in images], dtype=np.int64).reshape(-1, 2)
     out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)
-    for chunk, tallest, widest in _chunks(full):
+    for chunk, tallest, widest in size_groups(full):
         part = plan[chunk] if plan is not None else None
         index = torch.as_tensor(chunk, device=device)
         out[index] = _resize_chunk([images[i] for i in chunk], boxes[chunk], size, tallest, widest, part)
     return out
 
 
-def _chunks(full: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
-    """Images grouped by similar size (less padding), each group's padded pixels within CHUNK_PIXELS:
-    (positions, tallest, widest) per group."""
+def size_groups(full: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    """Images ((n, 2) heights and widths) grouped by similar size (less padding), each group's padded
+    pixels within CHUNK_PIXELS (a huge image makes a group of its own): (positions, tallest, widest)."""
     order = np.argsort(full[:, 0] * full[:, 1], kind="stable")
     heights, widths = full[order, 0].tolist(), full[order, 1].tolist()
     groups, start = [], 0

@@ -77,29 +77,39 @@ class KeepBytes:
 
 
 def pack_batch(samples: list[tuple[Any, Any]]) -> Any:
-    """webdataset's collation in the workers (decoder `workers`): ((n, H, W, 3) uint8 images, each
-    decoded into the top-left corner of its slot (curate.imagedecode.decode_padded), (n, 2) heights and
-    widths, images replaced), (n, 77) token ids. In a loader worker the batch lives in shared memory (as
-    torch's default_collate allocates it), so it reaches the training process without another copy. An
-    image that does not decode takes the previous good sample's place (and caption), as with nvjpeg.
-    Batches of anything else (validation) collate as usual."""
+    """webdataset's collation in the workers (decoder `workers`): ((groups, (n, 2) heights and widths,
+    (n,) the sample each position takes), (n, 77) token ids. Images are grouped by size (curate.resize.
+    size_groups: little padding, and one huge image cannot make a whole batch huge) and each group decoded
+    into one padded (k, H, W, 3) uint8 batch (curate.imagedecode.decode_padded), a group being (positions,
+    batch). In a loader worker the groups live in shared memory (as torch's default_collate allocates),
+    so they reach the training process without another copy. An image that does not decode takes the
+    previous good sample's place (and caption), as with nvjpeg. Other batches (validation) collate as
+    usual."""
     import torch
     from torch.utils.data import get_worker_info
     from webdataset.filters import default_collation_fn
 
-    from curate.imagedecode import decode_padded
+    from curate.imagedecode import decode_padded, header_size
+    from curate.resize import size_groups
 
     datas = [sample[0] for sample in samples]
     if not datas or not all(isinstance(d, bytes | bytearray | memoryview) for d in datas):
         return default_collation_fn(samples)
-    padded, sizes, errors = decode_padded(datas, shared=get_worker_info() is not None)
-    texts = torch.stack([torch.as_tensor(sample[1]) for sample in samples])
+    headers = [header_size(d) for d in datas]
+    sizes = np.array([s or (1, 1) for s in headers], dtype=np.int64)
+    errors: list[str | None] = [None] * len(datas)
+    groups = []
+    for positions, _, _ in size_groups(sizes):
+        padded, got, errs = decode_padded(
+            [datas[i] for i in positions], get_worker_info() is not None, [headers[i] for i in positions]
+        )
+        sizes[positions] = got
+        for i, err in zip(positions, errs, strict=True):
+            errors[i] = err
+        groups.append((torch.from_numpy(positions), padded))
     keep = replacements(errors)
-    for i, j in enumerate(keep):
-        if i != j:
-            padded[i], sizes[i], texts[i] = padded[j], sizes[j], texts[j]
-    replaced = sum(1 for i, j in enumerate(keep) if i != j)
-    return (padded, torch.from_numpy(sizes), replaced), texts
+    texts = torch.stack([torch.as_tensor(sample[1]) for sample in samples])[keep]
+    return (groups, torch.from_numpy(sizes), torch.tensor(keep)), texts
 
 
 def crop_params(sizes: np.ndarray, spec: CropSpec, rng: np.random.Generator) -> np.ndarray:
@@ -145,18 +155,28 @@ def augment(images: list[Any], spec: CropSpec, params: np.ndarray | None = None)
     return _normalise(resize_crops(images, params, spec.size), spec)
 
 
-def augment_padded(padded: Any, sizes: Any, spec: CropSpec, device: str, staging: Any = None) -> Any:
-    """(B,3,S,S) float32 normalised pixels on `device` from pack_batch's padded uint8 batch: one copy to
-    the device (through `staging`, a PinnedStaging, when given), crops drawn as `augment` draws them, a
-    few batched matmuls (no per-image kernels)."""
+def augment_padded(
+    groups: Any, sizes: Any, keep: Any, spec: CropSpec, device: str, staging: Any = None
+) -> Any:
+    """(B,3,S,S) float32 normalised pixels on `device` from pack_batch's groups: each group copied to the
+    device (through `staging`, a PinnedStaging, when given) and resized in a few batched matmuls (no
+    per-image kernels), crops drawn for the whole batch as `augment` draws them; position i then takes
+    sample keep[i]'s pixels (replaced images)."""
     import torch
 
     from curate.resize import resize_padded
 
-    pixels = staging.to_device(padded, device) if staging is not None else padded.to(device)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
     params = crop_params(np.asarray(sizes, dtype=np.int64).reshape(-1, 2), spec, rng)
-    return _normalise(resize_padded(pixels, params, spec.size), spec)
+    out = torch.empty(len(params), 3, spec.size, spec.size, dtype=torch.float32, device=device)
+    for positions, padded in groups:
+        pixels = staging.to_device(padded, device) if staging is not None else padded.to(device)
+        index = positions.to(device)
+        out[index] = resize_padded(pixels, params[positions.numpy()], spec.size)
+    keep = torch.as_tensor(keep)
+    if not torch.equal(keep, torch.arange(len(keep))):
+        out = out[keep.to(device)]
+    return _normalise(out, spec)
 
 
 def _normalise(resized: Any, spec: CropSpec) -> Any:
@@ -206,6 +226,7 @@ class GpuBatches:
         self.loader = loader
         self.spec = spec
         self.decoder = decoder
+        self.staging: Any = None
         self.num_batches = loader.num_batches
         self.num_samples = loader.num_samples
         self.replaced = 0
@@ -248,13 +269,16 @@ class GpuBatches:
         if self.decoder == "nvjpeg":
             return lambda datas, texts: decode_batch(list(datas), texts, self.spec, device)
 
+        import torch
+
         from curate.pinned import PinnedStaging
 
-        staging = PinnedStaging()
+        self.staging = self.staging or PinnedStaging()  # pinned buffers kept from epoch to epoch
 
         def from_workers(packed: Any, texts: Any) -> tuple[Any, Any, int]:
-            padded, sizes, replaced = packed
-            return augment_padded(padded, sizes, self.spec, device, staging), texts, int(replaced)
+            groups, sizes, keep = packed
+            replaced = int((keep != torch.arange(len(keep))).sum())
+            return augment_padded(groups, sizes, keep, self.spec, device, self.staging), texts, replaced
 
         return from_workers
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from curate import resize
 from curate.clipmodels import BUILTIN_CONFIGS
 from curate.training.entry import patch_webdataset_eof
 from curate.training.gpu_loader import (
@@ -169,9 +170,11 @@ def test_open_clips_workers_hand_over_decoded_pixels_in_shared_memory(
     tokenizer = open_clip.get_tokenizer("curate-tiny-vit64")
     info = ocd.get_wds_dataset(_args(data, 16, 8), train_transform, True, tokenizer=tokenizer)
     assert info.dataloader.pipeline[0].prefetch_factor == 1  # ~3 GB a 4096 batch: one ready per worker
-    (padded, sizes, replaced), texts = next(iter(info.dataloader))
+    (groups, sizes, keep), texts = next(iter(info.dataloader))
+    [(positions, padded)] = groups  # eight 48 px images: one group
     assert padded.dtype == torch.uint8 and padded.shape == (8, 48, 48, 3) and padded.is_shared()
-    assert sizes.tolist() == [[48, 48]] * 8 and replaced == 0
+    assert sorted(positions.tolist()) == list(range(8)) and keep.tolist() == list(range(8))
+    assert sizes.tolist() == [[48, 48]] * 8
     assert all(padded[i].numpy().tobytes() in decoded for i in range(8))  # PIL's pixels, untouched
     assert texts.shape == (8, 77) and texts.dtype == torch.long
 
@@ -182,38 +185,60 @@ def _png(w: int, h: int, value: int) -> bytes:
     return buf.getvalue()
 
 
+def _slots(groups: list) -> dict[int, torch.Tensor]:
+    """Batch position -> its padded slot, over pack_batch's groups."""
+    return {int(i): padded[k] for positions, padded in groups for k, i in enumerate(positions)}
+
+
 def test_pack_batch_decodes_each_image_into_the_corner_of_its_slot() -> None:
     jpeg = _jpeg(40, 30, seed=3)
     samples = [(jpeg, torch.tensor([1, 2])), (_png(3, 9, 200), torch.tensor([3, 4]))]
-    (padded, sizes, replaced), texts = pack_batch(samples)
-    assert padded.shape == (2, 30, 40, 3) and sizes.tolist() == [[30, 40], [9, 3]] and replaced == 0
+    (groups, sizes, keep), texts = pack_batch(samples)
+    assert len(groups) == 1 and groups[0][1].shape == (2, 30, 40, 3)
+    assert sizes.tolist() == [[30, 40], [9, 3]] and keep.tolist() == [0, 1]
+    slots = _slots(groups)
     pil = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
-    assert (padded[0].numpy() == pil).all()  # libjpeg-turbo through torchvision: PIL's very pixels
-    assert (padded[1, :9, :3] == 200).all()
+    assert (slots[0].numpy() == pil).all()  # libjpeg-turbo through torchvision: PIL's very pixels
+    assert (slots[1][:9, :3] == 200).all()
     assert texts.tolist() == [[1, 2], [3, 4]]
     floats = pack_batch([(torch.zeros(3, 4, 4), torch.tensor([1])), (torch.ones(3, 4, 4), torch.tensor([2]))])
     assert floats[0].shape == (2, 3, 4, 4)  # a validation batch (already transformed) collates as usual
+
+
+def test_a_huge_image_gets_a_group_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resize, "CHUNK_PIXELS", 2000 * 1500)  # the real cap is 2^27 pixels
+    small = [(_jpeg(40, 30, seed=i), torch.tensor([i])) for i in range(3)]
+    (groups, sizes, _), _ = pack_batch([*small, (_png(2000, 1500, 5), torch.tensor([3]))])
+    shapes = sorted(tuple(padded.shape) for _, padded in groups)
+    assert shapes == [(1, 1500, 2000, 3), (3, 30, 40, 3)]  # not four 1500 x 2000 slots
+    assert sizes.tolist()[3] == [1500, 2000]
 
 
 def test_pack_batch_replaces_an_undecodable_image_by_its_neighbour() -> None:
     truncated = _jpeg(seed=4)[:600]  # a header with a size, then no image data
     samples = [(b"not an image", torch.tensor([0])), (_png(6, 5, 9), torch.tensor([1]))]
     samples += [(truncated, torch.tensor([2])), (_png(4, 4, 7), torch.tensor([3]))]
-    (padded, sizes, replaced), texts = pack_batch(samples)
-    assert replaced == 2 and texts.flatten().tolist() == [1, 1, 1, 3]
-    assert sizes.tolist() == [[5, 6], [5, 6], [5, 6], [4, 4]]
-    assert (padded[0, :5, :6] == 9).all() and (padded[2, :5, :6] == 9).all()
+    (groups, sizes, keep), texts = pack_batch(samples)
+    assert keep.tolist() == [1, 1, 1, 3] and texts.flatten().tolist() == [1, 1, 1, 3]
+    assert sizes.tolist()[1] == [5, 6] and (_slots(groups)[1][:5, :6] == 9).all()
+    spec = CropSpec.from_transform(_train_transform("curate-tiny-vit64"))
+    assert spec is not None
+    out = augment_padded(groups, sizes, keep, spec, "cpu")
+    assert torch.equal(out[0], out[1]) and torch.equal(out[2], out[1])  # the neighbour's pixels
     with pytest.raises(RuntimeError, match="no image of a batch of 1 decodes"):
         pack_batch([(b"nope", torch.tensor([0]))])
 
 
-def test_padded_batches_augment_as_lists_do() -> None:
+@pytest.mark.parametrize("chunk_pixels", [resize.CHUNK_PIXELS, 1])
+def test_padded_batches_augment_as_lists_do(monkeypatch: pytest.MonkeyPatch, chunk_pixels: int) -> None:
+    monkeypatch.setattr(resize, "CHUNK_PIXELS", chunk_pixels)  # 1: one group per image
     spec = CropSpec.from_transform(_train_transform())
     assert spec is not None
     jpegs = [_jpeg(w, h, seed=w) for w, h in [(512, 384), (300, 500), (224, 224), (640, 200)]]
-    (padded, sizes, _), _ = pack_batch([(j, torch.tensor([0])) for j in jpegs])
+    (groups, sizes, keep), _ = pack_batch([(j, torch.tensor([0])) for j in jpegs])
+    assert len(groups) == (1 if chunk_pixels > 1 else 4)
     torch.manual_seed(5)
-    ours = augment_padded(padded, sizes, spec, "cpu")
+    ours = augment_padded(groups, sizes, keep, spec, "cpu")
     torch.manual_seed(5)  # the same crops, drawn the same way
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
     params = crop_params(sizes.numpy(), spec, rng)

@@ -367,7 +367,10 @@ class RayExecutor:
                 except ray.exceptions.RayError as exc:
                     yield task, _error_text(exc)
         finally:  # the stage stopped early (a full disk, Ctrl-C): interrupt what still runs
-            _cancel(list(in_flight))
+            if in_flight:
+                _cancel(list(in_flight))
+                for d in stage.output_dirs():  # a shard cut off mid-write may leave its temporary
+                    clear_stale_temps(d)
 
     def _map_actors(self, stage: Stage, tasks: list[ShardTask]) -> Iterator[Outcome]:
         """Long-lived workers, one per GPU (or CPU), each loading its models once, fed shard by shard.

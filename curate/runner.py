@@ -378,7 +378,8 @@ class RayExecutor:
         A worker that dies (its node lost, its process killed) is dropped and its shard handed to another
         worker, up to LOST_SHARD_RETRIES times; when none is left a new one is started wherever Ray finds
         room. Ray's own actor restarts are off: a restart waits for a free slot on any node, which the
-        surviving workers hold, so the dead worker's shard would wait forever.
+        surviving workers hold, so the dead worker's shard would wait forever. A worker takes up to
+        `stage.shards_per_worker` shards at once (threads), one per shard after the first lost worker.
         """
         import ray
 
@@ -388,28 +389,40 @@ class RayExecutor:
         slots = int(resources.get(unit, 1) // per) or 1
         count = min(len(tasks), stage.max_concurrency() or slots, slots)
         worker = ray.remote(_StageWorker).options(
-            num_cpus=stage.num_cpus, num_gpus=stage.num_gpus, max_restarts=0, max_task_retries=0
+            num_cpus=stage.num_cpus,
+            num_gpus=stage.num_gpus,
+            max_restarts=0,
+            max_task_retries=0,
+            max_concurrency=stage.shards_per_worker,
         )
-        idle = [worker.remote(stage) for _ in range(count)]
+        workers = [worker.remote(stage) for _ in range(count)]
+        load = {id(w): 0 for w in workers}  # shards in flight per worker
+        per = stage.shards_per_worker
         queue = list(tasks)
         in_flight: dict[Any, tuple[ShardTask, Any]] = {}
         lost: Counter[str] = Counter()
         broken = ""  # a worker's setup() raised: the same error for every shard, no new workers
         while queue or in_flight:
-            if queue and not idle and not in_flight:
+            if queue and not workers:
                 if broken:
                     yield from ((task, broken) for task in queue)
                     break
-                idle.append(worker.remote(stage))
-            while queue and idle:
-                actor, task = idle.pop(), queue.pop(0)
+                workers.append(worker.remote(stage))
+                load[id(workers[-1])] = 0
+            while queue and (free := [w for w in workers if load[id(w)] < per]):
+                actor = min(free, key=lambda w: load[id(w)])  # spread over the workers first
+                task = queue.pop(0)
+                load[id(actor)] += 1
                 in_flight[actor.run.remote(task)] = (task, actor)
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             task, actor = in_flight.pop(ready[0])
+            load[id(actor)] -= 1
             try:
                 result = ray.get(ready[0])
             except ray.exceptions.RayActorError as exc:
                 ray.kill(actor)  # dead already, or unreachable: either way its slot goes to a new worker
+                workers = [w for w in workers if w is not actor]
+                per = 1  # a dying worker takes its other shards with it: from now on a shard runs alone
                 if exc.actor_init_failed:
                     broken = _error_text(exc)
                 if broken or lost[task.shard_id] >= LOST_SHARD_RETRIES:
@@ -426,9 +439,8 @@ class RayExecutor:
                 continue
             except ray.exceptions.RayError as exc:
                 result = _error_text(exc)
-            idle.append(actor)
             yield task, result
-        for actor in idle:
+        for actor in workers:
             ray.kill(actor)
 
 

@@ -122,6 +122,44 @@ def test_a_shard_whose_worker_dies_is_retried_on_a_new_worker_a_bounded_number_o
     assert caplog.text.count("shard 00000003 lost with its worker") == 1
 
 
+class _PairedActors(_CrashingActors):
+    """Two shards at once per worker: each waits at a barrier for the other, so they must overlap."""
+
+    name = "paired"
+    shards_per_worker = 2
+
+    def setup(self) -> None:
+        import threading
+
+        self.barrier = threading.Barrier(2, timeout=30)
+
+    def max_concurrency(self) -> int | None:
+        return 1  # one worker
+
+    def run_shard(self, task: ShardTask) -> dict[str, Any]:
+        if task.shard_id in self.always:
+            os._exit(1)
+        if not self.once:  # the pairing test: no crashes, every pair meets
+            self.barrier.wait()
+        return {"ok": 1}
+
+
+def test_a_worker_runs_two_shards_at_once_when_its_stage_asks(tmp_path: Path) -> None:
+    stage = _PairedActors(tmp_path, always=set(), once=set())
+    with RayExecutor(pool_config(tmp_path, tmp_path / "pool.parquet")) as executor:
+        outcomes = {task.shard_id: out for task, out in executor.map(stage, stage.plan())}
+    assert all(isinstance(out, ShardResult) for out in outcomes.values()), outcomes
+    assert len(outcomes) == 6
+
+
+def test_shards_beside_a_dying_worker_run_again_alone(tmp_path: Path) -> None:
+    stage = _PairedActors(tmp_path, always={"00000000"}, once={"no barrier"})
+    with RayExecutor(pool_config(tmp_path, tmp_path / "pool.parquet")) as executor:
+        outcomes = {task.shard_id: out for task, out in executor.map(stage, stage.plan())}
+    assert isinstance(outcomes.pop("00000000"), str)  # its neighbour died with it once, then ran alone
+    assert all(isinstance(out, ShardResult) for out in outcomes.values()), outcomes
+
+
 def test_a_worker_setup_error_fails_every_shard_with_its_message(tmp_path: Path) -> None:
     stage = _CrashingActors(tmp_path, always=set(), once=set(), bad_setup=True)
     with RayExecutor(pool_config(tmp_path, tmp_path / "pool.parquet")) as executor:

@@ -42,6 +42,8 @@ class Stage(ABC):
     num_gpus: float = 0.0
     items_label: str = "samples"
     uses_actors: bool = False  # True: long-lived workers that call setup() once (model loading)
+    shards_per_worker: int = 1  # actor stages: shards a worker runs at once, in threads (run_shard must
+    # then be thread-safe); 2 lets a shard's reading and writing overlap the previous shard's GPU work
 
     @abstractmethod
     def settings(self) -> Any:

@@ -10,6 +10,7 @@ together in one call. tests/test_imagedecode.py measures how close the two paths
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,13 @@ from PIL import Image
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 TENSOR_RESIZE_MODES = ("shortest", "squash")
+
+
+def undecodable(exc: Exception) -> str:
+    """An image's decode error as a row's reason: the same text on every run (PIL names the buffer it
+    read from by its memory address, which is dropped)."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", str(exc))[:120]
+    return f"undecodable image: {type(exc).__name__}: {text}"
 
 
 def decode_pil(data: bytes | memoryview) -> Image.Image:
@@ -48,13 +56,17 @@ def header_size(data: bytes | memoryview) -> tuple[int, int] | None:
         return None
 
 
-def decode_rgb(data: bytes | memoryview) -> Any:
+def decode_rgb(data: bytes | memoryview, max_pixels: int | None = None) -> Any:
     """(H, W, 3) uint8 pixels: JPEGs with libjpeg-turbo through torchvision (the same pixels as PIL's
-    decode, tested, without PIL's two extra copies), anything else (and any JPEG it refuses) with PIL."""
+    decode, tested, without PIL's two extra copies), anything else (and any JPEG it refuses) with PIL.
+    `max_pixels`: a JPEG whose header says more is refused before decoding (PIL checks its own)."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if bytes(data[:3]) == JPEG_MAGIC:
+        size = header_size(data) if max_pixels is not None else None
+        if size is not None and size[0] * size[1] > max_pixels:
+            raise ValueError(f"{size[1]}x{size[0]} pixels, over the limit of {max_pixels}")
         try:
             raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_jpeg(raw, mode=ImageReadMode.RGB).permute(1, 2, 0)
@@ -93,7 +105,7 @@ def decode_padded(
                 raise ValueError(f"decoded {tuple(pixels.shape[:2])}, the header says {size}")
             padded[i, : size[0], : size[1]] = pixels
         except Exception as exc:  # noqa: BLE001 - any decoder error is a per-image reason
-            errors[i] = f"undecodable image: {type(exc).__name__}: {str(exc)[:120]}"
+            errors[i] = undecodable(exc)
             sizes[i] = None
     return padded, np.array([s or (1, 1) for s in sizes], dtype=np.int64).reshape(-1, 2), errors
 
@@ -132,7 +144,7 @@ def decode_tensors(
             try:
                 out[i] = _pil_to_tensor(decode_pil(data)).to(device, non_blocking=True)
             except Exception as exc:  # noqa: BLE001 - any decoder error is a per-image reason
-                errors[i] = f"undecodable image: {type(exc).__name__}: {str(exc)[:120]}"
+                errors[i] = undecodable(exc)
     return out, errors
 
 
@@ -172,6 +184,27 @@ class TensorPreprocess:
 
         boxes, plan = self._plan(np.asarray(sizes, dtype=np.int64).reshape(-1, 2))
         return self._normalise(resize_padded(padded, boxes, self.image_size, plan), dtype)
+
+    def crop_uint8(self, pixels: Any, out: Any = None) -> Any:
+        """One (H, W, 3) uint8 image resized and centre-cropped on the CPU to (3, S, S) uint8 (into `out`
+        when given): torch's antialiased bicubic on uint8 (within 2 levels of PIL's,
+        tests/test_imagedecode.py), for the embed stage's CPU decode workers; the GPU only normalises."""
+        import torch
+
+        h, w = pixels.shape[:2]
+        th, tw = (int(v[0]) for v in self.target_sizes(np.array([h]), np.array([w])))
+        x = pixels.permute(2, 0, 1).unsqueeze(0)  # channels-last strides: torch's fast uint8 path
+        if (th, tw) != (h, w):
+            x = torch.nn.functional.interpolate(x, size=(th, tw), mode="bicubic", antialias=True)
+        s = self.image_size
+        out = torch.empty((3, s, s), dtype=torch.uint8) if out is None else out
+        top, left = (int(_window_starts(np.array([v]), s)[0]) for v in (th, tw))
+        src_t, src_l, dst_t, dst_l = max(top, 0), max(left, 0), max(-top, 0), max(-left, 0)
+        hh, ww = min(th - src_t, s - dst_t), min(tw - src_l, s - dst_l)
+        if (hh, ww) != (s, s):
+            out.zero_()  # smaller than the crop: zero padding around it, as CenterCrop pads
+        out[:, dst_t : dst_t + hh, dst_l : dst_l + ww] = x[0, :, src_t : src_t + hh, src_l : src_l + ww]
+        return out
 
     def _plan(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Whole-image boxes and the resize + centre-crop plan (curate.resize.resize_crops) per image."""

@@ -5,10 +5,18 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from curate.imagedecode import TensorPreprocess, decode_padded, decode_pil, decode_tensors
+from curate.imagedecode import (
+    TensorPreprocess,
+    decode_padded,
+    decode_pil,
+    decode_rgb,
+    decode_tensors,
+    undecodable,
+)
 from tests.embed_fixtures import clipart_jpegs, tiny_model
 
 
@@ -98,3 +106,23 @@ def test_resize_plan_follows_torchvisions_rules_for_many_sizes() -> None:
     big = sizes >= 224
     assert starts[big].tolist() == [int(round((s - 224) / 2.0)) for s in sizes[big].tolist()]
     assert starts[~big].tolist() == [-((224 - s) // 2) for s in sizes[~big].tolist()]
+
+
+def test_a_jpeg_over_the_pixel_limit_is_refused_from_its_header() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 24), (1, 2, 3)).save(buf, "JPEG")
+    assert tuple(decode_rgb(buf.getvalue(), max_pixels=960).shape) == (24, 40, 3)
+    with pytest.raises(ValueError, match="^40x24 pixels, over the limit of 959$"):
+        decode_rgb(buf.getvalue(), max_pixels=959)
+
+
+def test_decode_reasons_are_the_same_on_every_run() -> None:
+    reasons = set()
+    for _ in range(2):
+        try:
+            decode_pil(b"not an image")
+        except Exception as exc:  # noqa: BLE001
+            reasons.add(undecodable(exc))
+    assert reasons == {
+        "undecodable image: UnidentifiedImageError: cannot identify image file <_io.BytesIO object>"
+    }

@@ -179,16 +179,18 @@ def encode_text_trimmed(model: Any, tokens: Any) -> Any:
     CLIP's text attention is causal and pools at the end-of-text token, so positions after the
     longest caption's last token cannot change any output: the same embeddings for a fraction of the
     work (alt-texts average ~20 tokens). Models without that structure use their own encode_text.
+    Tokens may be on the host: they are cut there and copied without waiting for queued GPU work.
     """
     import torch
 
+    device = next(model.parameters()).device
     causal = (
         getattr(model, "text_pool_type", None) == "argmax" and getattr(model, "attn_mask", None) is not None
     )
     if not causal or not hasattr(model, "token_embedding"):
-        return model.encode_text(tokens)
+        return model.encode_text(_to_device(tokens, device))
     n = int(tokens.argmax(dim=1).max()) + 1  # the last end-of-text position in the batch
-    tokens = tokens[:, :n]
+    tokens = _to_device(tokens[:, :n], device)
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
     x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
@@ -198,6 +200,14 @@ def encode_text_trimmed(model: Any, tokens: Any) -> Any:
     if proj is not None:
         x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
     return x
+
+
+def _to_device(tensor: Any, device: Any) -> Any:
+    """A host tensor on a CUDA device through pinned memory, without a sync (a plain copy from pageable
+    memory waits for every kernel queued on the stream)."""
+    if tensor.device == device or device.type != "cuda":
+        return tensor.to(device)
+    return tensor.contiguous().pin_memory().to(device, non_blocking=True)
 
 
 def pick_device(requested: str) -> str:

@@ -7,9 +7,12 @@ It writes synthetic webdataset shards (photo-like JPEGs of DataComp's shapes: 51
 ~60-100 KB, half of them in six common shapes, half of any aspect from 1:2 to 2:1, so that a batch holds
 hundreds of distinct sizes as real shards do; alt-text-like captions), then per model: (1) the model-only
 rate, image and text towers on inputs already on the device at the same batch size; (2) `embed_shard` end
-to end (tar read, decode, preprocess, both towers, npz + parquet written). Models are randomly initialised
-(weights do not change speed). It also states how close the GPU path is to open_clip's reference (PIL
-preprocess, fp32 on CPU): pixel difference and embedding cosine. Prints a table and a JSON line.
+to end (tar read, decode, preprocess, both towers, npz + parquet written), once per `--decoders`
+entry (CPU:GPU decode worker processes, curate.decodeworkers, 0:0 decoding in the model's process;
+`@2`: two shards at once, as the stage's GPU worker runs them). Models
+are randomly initialised (weights do not change speed). It also states how close the GPU path is to
+open_clip's reference (PIL preprocess, fp32 on CPU): pixel difference and embedding cosine. Prints a
+table and a JSON line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import sys
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.clipmodels import encode_text_trimmed, load_clip  # noqa: E402
 from curate.config import EmbedModelConfig  # noqa: E402
+from curate.decodeworkers import DecodeWorkers, PixelSpec  # noqa: E402
 from curate.imagedecode import TensorPreprocess, decode_pil, decode_tensors  # noqa: E402
 from curate.stages.embed import TokenizerPool, embed_shard  # noqa: E402
 
@@ -242,6 +247,41 @@ def profile(arch: str, device: str, shard: tuple[Path, Path], batch: int) -> dic
     return {k: (round(v) if isinstance(v, float) else v) for k, v in out.items()}
 
 
+def decoders_alone(decoders: DecodeWorkers, shards: list[tuple[Path, Path]]) -> dict:
+    """The decode workers with no model running (each chunk given back at once): img/s, the chunks each
+    kind took, and the CPU time their processes used per image."""
+    import torch
+
+    from curate.stages.embed import tar_image_spans
+
+    def cpu_seconds() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for p in decoders._procs:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            kind = "cpu" if "-cpu-" in p.name else "gpu"
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    before, t0, n, chunks = cpu_seconds(), time.time(), 0, {}
+    streams = []
+    for tar, _ in shards:
+        spans = tar_image_spans(tar)
+        streams.append(decoders.stream(tar, np.arange(len(spans)), [(o, s) for _, o, s in spans]))
+    for stream in streams:
+        for item in stream:
+            n += len(item.rows)
+            for key, value in item.counters.items():
+                chunks[key] = chunks.get(key, 0) + value
+            if item.ready is not None:
+                item.ready.synchronize()
+            item.release()
+    if decoders.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.time() - t0
+    used = {k: round((v - before.get(k, 0.0)) / n * 1e3, 3) for k, v in cpu_seconds().items()}
+    return {"img_s": round(n / seconds, 1), "chunks": chunks, "cpu_ms_per_img": used}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -250,6 +290,11 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=10000)
     ap.add_argument("--batch", default="ViT-B-32=1024,ViT-L-14=256,curate-tiny-vit64=256")
     ap.add_argument("--data", default="/tmp/curate_bench_embed")
+    ap.add_argument(
+        "--decoders",
+        default="0:0,12:2@2",
+        help="CPU:GPU decode workers[@shards at once], a run each (0:0: decoding in the model's process)",
+    )
     ap.add_argument("--parity", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--out", default="")
@@ -270,34 +315,54 @@ def main() -> None:
             print("profile", arch, json.dumps(profile(arch, args.device, shards[0], batch)), flush=True)
         model = load_clip(EmbedModelConfig(name="m", arch=arch), args.device)
         ceiling = model_only(model, args.device, batch, texts)
-        pool = TokenizerPool([EmbedModelConfig(name="m", arch=arch)], 12) if args.device != "cpu" else None
-        embed_shard(warm[0], warm[1], data / "warm.npz", [model], batch_size=batch, tokenizer_pool=pool)
-        pq.write_table(pq.read_table(warm[1]).select(["key", "status", "text"]), warm[1])
-        t0 = time.time()
-        for tar, meta in shards:
-            last = embed_shard(
-                tar, meta, meta.with_suffix(".npz"), [model], batch_size=batch, tokenizer_pool=pool
+        pool = TokenizerPool([EmbedModelConfig(name="m", arch=arch)], 4) if args.device != "cpu" else None
+        for workers in args.decoders.split(","):
+            counts, _, at_once = workers.partition("@")
+            cpu, gpu = (int(w) for w in counts.split(":"))
+            decoders = (
+                DecodeWorkers(
+                    [PixelSpec.of(model)], args.device, cpu_workers=cpu, gpu_workers=gpu, batch=batch
+                )
+                if cpu + gpu
+                else None
             )
-        e2e = args.images / (time.time() - t0)
-        row = {
-            "device": args.device,
-            "arch": arch,
-            "batch": batch,
-            "images": args.images,
-            "end_to_end_img_s": round(e2e, 1),
-            "model_only_image_img_s": round(ceiling["image"], 1),
-            "model_only_image_text_img_s": round(ceiling["image+text"], 1),
-            "ratio_to_model_only": round(e2e / ceiling["image+text"], 3),
-            "ratio_to_image_tower": round(e2e / ceiling["image"], 3),
-            "decode_threads": int(os.environ.get("CURATE_DECODE_THREADS", "2")),
-            "last_shard": last,
-        }
+            kw = {"batch_size": batch, "tokenizer_pool": pool, "decode_workers": decoders}
+            embed_shard(warm[0], warm[1], data / "warm.npz", [model], **kw)
+            pq.write_table(pq.read_table(warm[1]).select(["key", "status", "text"]), warm[1])
+            alone = decoders_alone(decoders, shards) if decoders is not None else {}
+            t0 = time.time()
+            with ThreadPoolExecutor(int(at_once or 1)) as shard_threads:  # as the stage's GPU worker does
+                futures = [
+                    shard_threads.submit(embed_shard, tar, meta, meta.with_suffix(".npz"), [model], **kw)
+                    for tar, meta in shards
+                ]
+                last = [f.result() for f in futures][-1]
+            e2e = args.images / (time.time() - t0)
+            pinned = decoders is not None and decoders._pinned
+            if decoders is not None:
+                decoders.close()
+            row = {
+                "device": args.device,
+                "arch": arch,
+                "batch": batch,
+                "images": args.images,
+                "decoders": workers,
+                "pinned": pinned,
+                "end_to_end_img_s": round(e2e, 1),
+                "model_only_image_img_s": round(ceiling["image"], 1),
+                "model_only_image_text_img_s": round(ceiling["image+text"], 1),
+                "ratio_to_model_only": round(e2e / ceiling["image+text"], 3),
+                "ratio_to_image_tower": round(e2e / ceiling["image"], 3),
+                "decoders_alone": alone,
+                "last_shard": last,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for _tar, meta in shards:  # back to the download's columns for the next run
+                pq.write_table(pq.read_table(meta).select(["key", "status", "text"]), meta)
         if args.parity:
-            row.update(parity(arch, args.device, shards[0]))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        for _tar, meta in shards:  # back to the download's columns for the next model
-            pq.write_table(pq.read_table(meta).select(["key", "status", "text"]), meta)
+            rows[-1].update(parity(arch, args.device, shards[0]))
+            print(json.dumps(rows[-1]), flush=True)
         del model
         if pool is not None:
             pool.close()
@@ -305,11 +370,13 @@ def main() -> None:
         import torch
 
         print("gpu:", torch.cuda.get_device_name(0))
-    print(f"{'arch':<20}{'end-to-end img/s':>18}{'model-only img/s':>18}{'ratio':>8}{'img tower':>12}")
+    head = f"{'arch':<20}{'decoders':>9}{'end-to-end img/s':>18}{'model-only img/s':>18}{'ratio':>8}"
+    print(head + f"{'img tower':>12}")
     for r in rows:
         print(
-            f"{r['arch']:<20}{r['end_to_end_img_s']:>18,.0f}{r['model_only_image_text_img_s']:>18,.0f}"
-            f"{r['ratio_to_model_only']:>8.2f}{r['model_only_image_img_s']:>12,.0f}"
+            f"{r['arch']:<20}{r['decoders']:>9}{r['end_to_end_img_s']:>18,.0f}"
+            f"{r['model_only_image_text_img_s']:>18,.0f}{r['ratio_to_model_only']:>8.2f}"
+            f"{r['model_only_image_img_s']:>12,.0f}"
         )
     if args.out:
         Path(args.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")

@@ -162,6 +162,17 @@ class EmbedConfig(Strict):
     batch_size: int = Field(256, ge=1, json_schema_extra=EXEC_ONLY)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=EXEC_ONLY)
     gpu_decode: bool = Field(True, json_schema_extra=EXEC_ONLY)
+    cpu_decode_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        json_schema_extra=EXEC_ONLY,
+        description="Processes per GPU that decode, resize and crop on CPU cores (auto: all cores but 4 on "
+        "hosts with 8+ cores; 0 with gpu_decode_workers 0: decode in the model's process).",
+    )
+    gpu_decode_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        json_schema_extra=EXEC_ONLY,
+        description="Processes per GPU that decode with nvJPEG when the CPU workers fall behind (auto: 2).",
+    )
 
     @field_validator("models")
     @classmethod

@@ -396,3 +396,17 @@ def test_dump_config_round_trip(tmp_path: Path) -> None:
 def test_shipped_pipelines_are_valid() -> None:
     for path in sorted(Path(__file__).parents[1].joinpath("pipelines").glob("*.yaml")):
         load_config(path)
+
+
+def test_decode_worker_counts_are_auto_or_a_count(tmp_path: Path) -> None:
+    text = MINIMAL + "embed:\n  models:\n    - {name: b32, arch: ViT-B-32}\n  cpu_decode_workers: -2\n"
+    text += "  gpu_decode_workers: many\n"
+    assert problems_of(tmp_path, text) == [
+        "line 6: embed.cpu_decode_workers: must be >= 0 or 'auto' (got -2)",
+        "line 7: embed.gpu_decode_workers: must be an integer or 'auto' (got 'many')",
+    ]
+    cfg = load_config(write(tmp_path, MINIMAL + "embed:\n  models:\n    - {name: b32, arch: ViT-B-32}\n"))
+    assert (
+        cfg.embed is not None
+        and (cfg.embed.cpu_decode_workers, cfg.embed.gpu_decode_workers) == ("auto",) * 2
+    )

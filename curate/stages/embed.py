@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from curate.clipmodels import ClipModel, load_clip, model_problems, pick_device
 from curate.config import EmbedConfig, EmbedModelConfig, PipelineConfig, settings_for_hash
-from curate.imagedecode import TENSOR_RESIZE_MODES, TensorPreprocess, decode_pil, decode_tensors
+from curate.decodeworkers import DecodeWorkers, PixelSpec, auto_workers
+from curate.imagedecode import TENSOR_RESIZE_MODES, TensorPreprocess, decode_pil, decode_tensors, undecodable
 from curate.rundir import RunDir, atomic_write_bytes
 from curate.stages.base import ShardTask, Stage
 
@@ -58,12 +59,14 @@ class EmbedStage(Stage):
         self.num_gpus = 1.0 if self.device == "cuda" else 0.0
         self._models: list[ClipModel] | None = None
         self._tokenizers: TokenizerPool | None = None
+        self._decoders: DecodeWorkers | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {
             **self.__dict__,
             "_models": None,
             "_tokenizers": None,
+            "_decoders": None,
         }  # models are loaded where the stage runs, not shipped
 
     def settings(self) -> Any:
@@ -80,10 +83,12 @@ class EmbedStage(Stage):
         return [p for i, m in enumerate(self.embed.models) for p in model_problems(m, f"embed.models.{i}")]
 
     def place(self, cluster_gpus: float) -> None:
-        """Choose CPU or GPU actors once the runner knows what the cluster has ('auto')."""
+        """Choose CPU or GPU actors once the runner knows what the cluster has ('auto'). A GPU worker
+        runs two shards at once, so one's reading and writing overlap the other's GPU work."""
         if self.embed.device == "auto":
             self.device = "cuda" if cluster_gpus > 0 else "cpu"
             self.num_gpus = 1.0 if self.device == "cuda" else 0.0
+        self.shards_per_worker = 2 if self.device == "cuda" else 1
 
     def plan(self) -> list[ShardTask]:
         tasks = []
@@ -112,8 +117,16 @@ class EmbedStage(Stage):
             torch.set_num_threads(max(1, int(os.environ.get("CURATE_TORCH_THREADS", "1"))))
         self._models = [load_clip(m, device) for m in self.embed.models]
         if device.startswith("cuda") and (os.cpu_count() or 1) > 2:
-            workers = min(12, (os.cpu_count() or 2) - 4)
+            workers = min(4, (os.cpu_count() or 2) - 2)  # 4 tokenise ~60k captions/s
             self._tokenizers = TokenizerPool(self.embed.models, workers=workers)
+        auto_cpu, auto_gpu = auto_workers(device)
+        cpu = auto_cpu if self.embed.cpu_decode_workers == "auto" else self.embed.cpu_decode_workers
+        gpu = auto_gpu if self.embed.gpu_decode_workers == "auto" else self.embed.gpu_decode_workers
+        if cpu + gpu and _tensor_path(self._models, self.embed.gpu_decode):
+            specs = [PixelSpec.of(m) for m in self._models]
+            self._decoders = DecodeWorkers(
+                specs, device, cpu_workers=cpu, gpu_workers=gpu, batch=self.embed.batch_size
+            )
 
     def run_shard(self, task: ShardTask) -> dict[str, Any]:
         if self._models is None:
@@ -129,6 +142,7 @@ class EmbedStage(Stage):
             batch_size=self.embed.batch_size,
             gpu_decode=self.embed.gpu_decode,
             tokenizer_pool=self._tokenizers,
+            decode_workers=self._decoders,
         )
         return {**stats, "input": _fingerprint(tar), "shard_id": sid}
 
@@ -156,46 +170,57 @@ class ImageBatch:
     rows: np.ndarray  # positions in the metadata part
     pixels: dict[str, Any]  # model name -> (B,3,S,S) tensor on the model's device
     ready: Any = None  # CUDA event recorded after preprocessing (GPU path)
+    release: Any = None  # called once the model's kernels reading `pixels` are queued (decode workers)
+
+
+def tar_image_spans(tar: Path) -> list[tuple[str, int, int]]:
+    """(key, offset, size) of every image member of a webdataset tar, in tar order.
+
+    The 512-byte headers are walked directly (~0.5M members/s, against ~10k/s for `tarfile`, which would
+    otherwise cap a GPU at a few thousand images/s). Tars with extended headers (pax, GNU long names) go
+    through `tarfile`.
+    """
+    if tar.stat().st_size == 0:
+        return []
+    with open(tar, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        off, end, spans = 0, len(buf), []
+        while off + 512 <= end and buf[off]:
+            kind = buf[off + 156 : off + 157]
+            if kind not in (b"0", b"\0", b"5"):
+                return _spans_with_tarfile(tar)
+            size = int(buf[off + 124 : off + 136].rstrip(b"\0 ") or b"0", 8)
+            nul = buf.find(b"\0", off, off + 100)
+            name = bytes(buf[off : nul if nul >= 0 else off + 100]).decode()
+            key, _, ext = name.rpartition(".")
+            if kind != b"5" and ext.lower() in IMAGE_EXTS:
+                spans.append((key, off + 512, size))
+            off += 512 + (size + 511) // 512 * 512
+    return spans
+
+
+def _spans_with_tarfile(tar: Path) -> list[tuple[str, int, int]]:
+    with tarfile.open(tar, "r") as tf:
+        return [
+            (key, m.offset_data, m.size)
+            for m in tf
+            for key, _, ext in [m.name.rpartition(".")]
+            if m.isfile() and ext.lower() in IMAGE_EXTS
+        ]
 
 
 def read_tar_images(tar: Path) -> Iterator[tuple[str, memoryview]]:
     """(key, image bytes) for every image member of a webdataset tar, in tar order.
 
-    The tar is memory-mapped (copy-on-write, so tensors can share its pages without a copy and pages
-    are read only when decoded) and its 512-byte headers walked directly (~0.5M members/s, against
-    ~10k/s for `tarfile`, which would otherwise cap a GPU at a few thousand images/s). Tars with
-    extended headers (pax, GNU long names) go through `tarfile`.
+    The tar is memory-mapped copy-on-write, so tensors can share its pages without a copy and pages are
+    read only when decoded.
     """
-    if tar.stat().st_size == 0:
+    spans = tar_image_spans(tar)
+    if not spans:
         return
     with open(tar, "rb") as f:
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    view = memoryview(buf)
-    off, end, plain = 0, len(buf), []
-    while off + 512 <= end and buf[off]:
-        kind = buf[off + 156 : off + 157]
-        if kind not in (b"0", b"\0", b"5"):
-            yield from _read_with_tarfile(tar)
-            return
-        size = int(buf[off + 124 : off + 136].rstrip(b"\0 ") or b"0", 8)
-        nul = buf.find(b"\0", off, off + 100)
-        name = bytes(buf[off : nul if nul >= 0 else off + 100])
-        plain.append((name.decode(), off + 512, size, kind))
-        off += 512 + (size + 511) // 512 * 512
-    for name, start, size, kind in plain:
-        key, _, ext = name.rpartition(".")
-        if kind != b"5" and ext.lower() in IMAGE_EXTS:
-            yield key, view[start : start + size]
-
-
-def _read_with_tarfile(tar: Path) -> Iterator[tuple[str, memoryview]]:
-    with tarfile.open(tar, "r") as tf:
-        for member in tf:
-            key, _, ext = member.name.rpartition(".")
-            if member.isfile() and ext.lower() in IMAGE_EXTS:
-                f = tf.extractfile(member)
-                if f is not None:
-                    yield key, memoryview(f.read())
+        view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+    for key, start, size in spans:
+        yield key, view[start : start + size]
 
 
 def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -243,10 +268,7 @@ def _image_batches(
     A reader thread walks the tar; two decoder threads (each with its own CUDA stream on the GPU path)
     decode and preprocess batches while the caller runs the models.
     """
-    device = models[0].device
-    tensor_path = (
-        gpu_decode and device.startswith("cuda") and all(m.resize_mode in TENSOR_RESIZE_MODES for m in models)
-    )
+    tensor_path = _tensor_path(models, gpu_decode)
     members = ((row_of[k], data) for k, data in read_tar_images(tar) if k in row_of)
     chunks = _prefetch(_chunks(members, batch_size), depth=4)
     local = threading.local()
@@ -262,6 +284,42 @@ def _image_batches(
                 yield from _settle(window.popleft().result(), errors)
         while window:
             yield from _settle(window.popleft().result(), errors)
+
+
+def _tensor_path(models: list[ClipModel], gpu_decode: bool) -> bool:
+    """Whether images are decoded and preprocessed as tensors on the GPU (else PIL, open_clip's own)."""
+    return (
+        gpu_decode
+        and models[0].device.startswith("cuda")
+        and all(m.resize_mode in TENSOR_RESIZE_MODES for m in models)
+    )
+
+
+def _worker_batches(
+    workers: DecodeWorkers,
+    tar: Path,
+    row_of: dict[str, int],
+    errors: list[str | None],
+    counters: dict[str, int],
+) -> Iterator[ImageBatch]:
+    """The shard's images from the decode workers, as they finish; failures recorded in `errors`."""
+    spans = [(row_of[k], off, size) for k, off, size in tar_image_spans(tar) if k in row_of]
+    rows = np.asarray([r for r, _, _ in spans], dtype=np.int64)
+    decoded = workers.stream(tar, rows, [(off, size) for _, off, size in spans])
+    try:
+        for item in decoded:
+            for key, value in item.counters.items():
+                counters[key] = counters.get(key, 0) + value
+            ok = np.asarray([e is None for e in item.errors], dtype=bool)
+            for row, err in zip(item.rows, item.errors, strict=True):
+                if err:
+                    errors[row] = err
+            if ok.any():
+                yield ImageBatch(item.rows[ok], item.pixels, item.ready, item.release)
+            else:
+                item.release()
+    finally:
+        decoded.close()
 
 
 def _settle(result: tuple[ImageBatch, list[str | None]], errors: list[str | None]) -> Iterator[ImageBatch]:
@@ -308,7 +366,7 @@ def _decode_chunk(
                 errs.append(None)
             except Exception as exc:  # noqa: BLE001 - a corrupt image is a per-row reason
                 images.append(None)
-                errs.append(f"undecodable image: {type(exc).__name__}: {str(exc)[:120]}")
+                errs.append(undecodable(exc))
         ok = [im for im in images if im is not None]
         pixels = {m.name: torch.stack([m.preprocess(im) for im in ok]) for m in models if ok}
     return ImageBatch(rows, pixels, event), errs
@@ -397,9 +455,13 @@ def embed_shard(
     batch_size: int = 256,
     gpu_decode: bool = True,
     tokenizer_pool: TokenizerPool | None = None,
+    decode_workers: DecodeWorkers | None = None,
 ) -> dict[str, Any]:
-    """Embed one shard's images and captions with every model; write the npz, then the parquet."""
-    import torch
+    """Embed one shard's images and captions with every model; write the npz, then the parquet.
+
+    Images come from `decode_workers` (separate processes, GPU) when given, else are decoded here.
+    Caption batches are embedded between image batches. `image_seconds` is that loop's time,
+    `text_seconds` the captions left after the last image."""
 
     t0 = time.time()
     table = _without_our_columns(pq.read_table(meta_path))
@@ -410,7 +472,7 @@ def embed_shard(
     errors: list[str | None] = [None if s == "success" else f"no image (download {s})" for s in status]
     row_of = {k: i for i, k in enumerate(keys) if status[i] == "success"}
     device = models[0].device
-    img = {m.name: _nan_buffer(n, m, device) for m in models}
+    img = _ImageEmbeddings(models)
     txt = {m.name: _nan_buffer(n, m, device) for m in models}
     seen = np.zeros(n, dtype=bool)
 
@@ -420,27 +482,23 @@ def embed_shard(
         token_batches = _prefetch(tokenize_inline(models, texts, batch_size), depth=4)
     counters: dict[str, int] = {}
     decode_s = time.time()
-    batches = _prefetch(
-        _image_batches(tar, row_of, models, batch_size, gpu_decode, errors, counters), depth=3
-    )
-    for batch in batches:
-        if batch.ready is not None:
-            torch.cuda.current_stream().wait_event(batch.ready)
-        idx = torch.as_tensor(batch.rows, device=device)
-        with torch.inference_mode():
-            for m in models:
-                x = m.model.encode_image(batch.pixels[m.name].to(device, m.dtype))
-                img[m.name][idx] = torch.nn.functional.normalize(x.float(), dim=-1)
-        seen[batch.rows] = True
-    _sync(device)
-    image_s = time.time() - decode_s
-    from curate.clipmodels import encode_text_trimmed
-
-    for start, tokens in token_batches:
-        with torch.inference_mode():
-            for m in models:
-                x = encode_text_trimmed(m.model, tokens[m.name].to(device))
-                txt[m.name][start : start + x.shape[0]] = torch.nn.functional.normalize(x.float(), dim=-1)
+    if decode_workers is not None:
+        batches = _worker_batches(decode_workers, tar, row_of, errors, counters)
+    else:
+        batches = _prefetch(
+            _image_batches(tar, row_of, models, batch_size, gpu_decode, errors, counters), depth=3
+        )
+    captions = _Captions(models, iter(token_batches), txt)
+    try:
+        for batch in batches:
+            img.add(batch)
+            seen[batch.rows] = True
+            captions.embed(upto=int(seen.sum()))
+        _sync(device)
+        image_s = time.time() - decode_s
+        captions.embed(upto=n)
+    finally:
+        batches.close()  # after a failure above: the decoders drop this shard's queued chunks
     _sync(device)
     text_s = time.time() - decode_s - image_s
     for i in np.flatnonzero(~seen):
@@ -449,7 +507,7 @@ def embed_shard(
 
     arrays, scores = {}, {}
     for m in models:
-        im, tx = img[m.name].cpu().numpy(), txt[m.name].cpu().numpy()
+        im, tx = img.gathered(m, n), txt[m.name].cpu().numpy()
         scores[m.name] = np.einsum("ij,ij->i", im, tx).astype(np.float32)  # NaN where no image
         arrays[f"{m.name}_img"] = im.astype(np.float16)
         arrays[f"{m.name}_txt"] = tx.astype(np.float16)
@@ -468,6 +526,68 @@ def embed_shard(
         **counters,
         "seconds": round(time.time() - t0, 3),
     }
+
+
+class _ImageEmbeddings:
+    """Every model's normalised image embeddings, batch by batch. They stay on the device in the order
+    the batches came (indexing rows there would copy indices to the GPU each batch, and a copy from
+    pageable memory waits for all queued kernels) and go to their rows once, on the host, at the end."""
+
+    def __init__(self, models: list[ClipModel]) -> None:
+        self.models = models
+        self.rows: list[np.ndarray] = []
+        self.parts: dict[str, list[Any]] = {m.name: [] for m in models}
+
+    def add(self, batch: ImageBatch) -> None:
+        import torch
+
+        if batch.ready is not None:  # made on another stream: wait for it, keep its memory till used here
+            stream = torch.cuda.current_stream()
+            stream.wait_event(batch.ready)
+            for pixels in batch.pixels.values():
+                pixels.record_stream(stream)
+        with torch.inference_mode():
+            for m in self.models:
+                x = m.model.encode_image(batch.pixels[m.name].to(m.device, m.dtype))
+                self.parts[m.name].append(torch.nn.functional.normalize(x.float(), dim=-1))
+        if batch.release is not None:
+            batch.release()
+        self.rows.append(batch.rows)
+
+    def gathered(self, model: ClipModel, n: int) -> np.ndarray:
+        """(n, dim) float32 on the host, NaN in rows without an image."""
+        import torch
+
+        out = np.full((n, model.embed_dim), np.nan, dtype=np.float32)
+        if self.rows:
+            out[np.concatenate(self.rows)] = torch.cat(self.parts[model.name]).cpu().numpy()
+        return out
+
+
+class _Captions:
+    """Caption batches embedded between image batches, so the GPU keeps busy while the decoders work
+    and few captions are left for after the last image."""
+
+    def __init__(
+        self, models: list[ClipModel], batches: Iterator[tuple[int, dict[str, Any]]], out: dict
+    ) -> None:
+        self.models, self.batches, self.out, self.done = models, batches, out, 0
+
+    def embed(self, upto: int) -> None:
+        """Embed batches until rows below `upto` are done (or none are left)."""
+        import torch
+
+        from curate.clipmodels import encode_text_trimmed
+
+        while self.done < upto and (item := next(self.batches, None)) is not None:
+            start, tokens = item
+            with torch.inference_mode():
+                for m in self.models:
+                    x = encode_text_trimmed(m.model, tokens[m.name])
+                    self.out[m.name][start : start + len(x)] = torch.nn.functional.normalize(
+                        x.float(), dim=-1
+                    )
+            self.done = start + len(x)
 
 
 def _sync(device: str) -> None:

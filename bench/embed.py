@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curate.clipmodels import encode_text_trimmed, load_clip  # noqa: E402
 from curate.config import EmbedModelConfig  # noqa: E402
 from curate.decodeworkers import DecodeWorkers, PixelSpec  # noqa: E402
-from curate.imagedecode import TensorPreprocess, decode_pil, decode_tensors  # noqa: E402
+from curate.imagedecode import TensorPreprocess, decode_pil, decode_rgb, decode_tensors  # noqa: E402
 from curate.stages.embed import TokenizerPool, embed_shard  # noqa: E402
 
 SHAPES = [(512, 384), (384, 512), (512, 341), (512, 512), (512, 288), (341, 512)]
@@ -177,7 +177,9 @@ def model_only(model, device: str, batch: int, texts: list[str], seconds: float 
 
 
 def parity(arch: str, device: str, shard: tuple[Path, Path], count: int = 128) -> dict:
-    """GPU path (tensor decode + preprocess, bf16) vs open_clip's reference (PIL, fp32 CPU)."""
+    """The two decode paths against open_clip's reference (PIL, fp32 CPU): the GPU path (nvJPEG, resize on
+    the device: the model process's own and the GPU workers') and the CPU workers' (libjpeg-turbo, torch's
+    uint8 resize on the CPU, normalised on the device); pixel difference and embedding cosine in bf16."""
     import torch
 
     from curate.stages.embed import read_tar_images
@@ -195,7 +197,15 @@ def parity(arch: str, device: str, shard: tuple[Path, Path], count: int = 128) -
     fast = load_clip(spec, device)  # bf16 on GPU
     got = fast.encode_images(tp(images, fast.dtype))
     cos = lambda a, b: (a * b).sum(1)  # noqa: E731
+    crops = torch.stack([tp.crop_uint8(decode_rgb(d)) for d in datas]).to(device)
+    cpu_pix = tp._normalise(crops.float(), torch.float32).cpu()
+    cpu_px = ((cpu_pix - ref_pix).abs() * torch.tensor(ref_model.std).view(1, 3, 1, 1) * 255).flatten()
+    cpu_got = fast.encode_images(tp._normalise(crops.float(), fast.dtype))
     return {
+        "cpu_workers_pixel_absdiff_mean": float(cpu_px.mean()),
+        "cpu_workers_pixel_absdiff_max": float(cpu_px.max()),
+        "cpu_workers_cos_bf16_min": float(cos(ref, cpu_got).min()),
+        "cpu_workers_cos_bf16_mean": float(cos(ref, cpu_got).mean()),
         "pixel_absdiff_mean": float(px.mean()),
         "pixel_absdiff_p99": float(px.quantile(0.99)) if px.numel() < 16_000_000 else None,
         "pixel_absdiff_max": float(px.max()),

@@ -165,8 +165,8 @@ class EmbedConfig(Strict):
     cpu_decode_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto",
         json_schema_extra=EXEC_ONLY,
-        description="Processes per GPU that decode, resize and crop on CPU cores (auto: all cores but 4 on "
-        "hosts with 8+ cores; 0 with gpu_decode_workers 0: decode in the model's process).",
+        description="Processes per GPU that decode, resize and crop on CPU cores (auto: a GPU's share of the "
+        "host's cores but 4, when 8+; 0 with gpu_decode_workers 0: decode in the model's process).",
     )
     gpu_decode_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto",

@@ -69,12 +69,23 @@ class PixelSpec:
         return TensorPreprocess(self.image_size, self.mean, self.std, self.resize_mode)
 
 
-def auto_workers(device: str, cores: int | None = None) -> tuple[int, int]:
-    """(CPU, GPU) workers for `auto`: on a CUDA device with 8 cores or more, all cores but four for the
-    CPU workers (the model's process, tokenizers) and two GPU workers; none on a CPU device or a small
-    host (decoding then happens in the model's process)."""
+def auto_workers(device: str, cores: int | None = None, gpus: int | None = None) -> tuple[int, int]:
+    """(CPU, GPU) workers for `auto`: the host's cores are shared by its GPUs (each has a model process);
+    with 8 or more cores a GPU, all of its share but four for the CPU workers (the model's process,
+    tokenizers) and two GPU workers; otherwise none (decoding then happens in the model's process)."""
     cores = cores if cores is not None else (os.cpu_count() or 1)
-    return (cores - 4, 2) if device.startswith("cuda") and cores >= 8 else (0, 0)
+    gpus = gpus if gpus is not None else host_gpus()
+    share = cores // max(1, gpus)
+    return (share - 4, 2) if device.startswith("cuda") and share >= 8 else (0, 0)
+
+
+def host_gpus() -> int:
+    """NVIDIA GPUs on this host, whatever CUDA_VISIBLE_DEVICES shows this process (a Ray GPU worker sees
+    one): the driver lists each in /proc/driver/nvidia/gpus."""
+    try:
+        return max(1, len(os.listdir("/proc/driver/nvidia/gpus")))
+    except OSError:
+        return 1
 
 
 @dataclass

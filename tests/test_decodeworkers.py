@@ -144,11 +144,13 @@ def test_a_dead_worker_fails_the_stream_instead_of_hanging(shard) -> None:  # no
         workers.close()
 
 
-def test_auto_workers_only_beside_a_gpu_on_a_big_host() -> None:
-    assert auto_workers("cuda", cores=16) == (12, 2)
-    assert auto_workers("cuda:1", cores=8) == (4, 2)
-    assert auto_workers("cuda", cores=4) == (0, 0)
-    assert auto_workers("cpu", cores=64) == (0, 0)
+def test_auto_workers_share_the_host_cores_among_its_gpus() -> None:
+    assert auto_workers("cuda", cores=16, gpus=1) == (12, 2)
+    assert auto_workers("cuda:1", cores=8, gpus=1) == (4, 2)
+    assert auto_workers("cuda", cores=128, gpus=8) == (12, 2)
+    assert auto_workers("cuda", cores=32, gpus=8) == (0, 0)  # 4 cores a GPU: decode in the model process
+    assert auto_workers("cuda", cores=4, gpus=1) == (0, 0)
+    assert auto_workers("cpu", cores=64, gpus=0) == (0, 0)
 
 
 def test_embed_shard_takes_its_images_from_the_workers(tmp_path) -> None:  # noqa: ANN001

@@ -9,7 +9,8 @@ hundreds of distinct sizes as real shards do; alt-text-like captions), then per 
 rate, image and text towers on inputs already on the device at the same batch size; (2) `embed_shard` end
 to end (tar read, decode, preprocess, both towers, npz + parquet written), once per `--decoders`
 entry (CPU:GPU decode worker processes, curate.decodeworkers, 0:0 decoding in the model's process;
-`@2`: two shards at once, as the stage's GPU worker runs them). Models
+`@2`: two shards at once, as the stage's GPU worker runs them; a trailing `~`: captions batched in row
+order instead of by length). Models
 are randomly initialised (weights do not change speed). It also states how close the GPU path is to
 open_clip's reference (PIL preprocess, fp32 on CPU): pixel difference and embedding cosine. Prints a
 table and a JSON line.
@@ -327,7 +328,8 @@ def main() -> None:
         ceiling = model_only(model, args.device, batch, texts)
         pool = TokenizerPool([EmbedModelConfig(name="m", arch=arch)], 4) if args.device != "cpu" else None
         for workers in args.decoders.split(","):
-            counts, _, at_once = workers.partition("@")
+            at_once_part, _, unsorted = workers.partition("~")  # ~: captions in row order, not by length
+            counts, _, at_once = at_once_part.partition("@")
             cpu, gpu = (int(w) for w in counts.split(":"))
             decoders = (
                 DecodeWorkers(
@@ -336,7 +338,12 @@ def main() -> None:
                 if cpu + gpu
                 else None
             )
-            kw = {"batch_size": batch, "tokenizer_pool": pool, "decode_workers": decoders}
+            kw = {
+                "batch_size": batch,
+                "tokenizer_pool": pool,
+                "decode_workers": decoders,
+                "by_caption_length": not unsorted,
+            }
             embed_shard(warm[0], warm[1], data / "warm.npz", [model], **kw)
             pq.write_table(pq.read_table(warm[1]).select(["key", "status", "text"]), warm[1])
             alone = decoders_alone(decoders, shards) if decoders is not None else {}

@@ -456,12 +456,14 @@ def embed_shard(
     gpu_decode: bool = True,
     tokenizer_pool: TokenizerPool | None = None,
     decode_workers: DecodeWorkers | None = None,
+    by_caption_length: bool = True,
 ) -> dict[str, Any]:
     """Embed one shard's images and captions with every model; write the npz, then the parquet.
 
     Images come from `decode_workers` (separate processes, GPU) when given, else are decoded here.
-    Caption batches are embedded between image batches. `image_seconds` is that loop's time,
-    `text_seconds` the captions left after the last image."""
+    Caption batches are embedded between image batches, captions of similar length together
+    (`by_caption_length`). `image_seconds` is that loop's time, `text_seconds` the captions left after
+    the last image."""
 
     t0 = time.time()
     table = _without_our_columns(pq.read_table(meta_path))
@@ -472,14 +474,16 @@ def embed_shard(
     errors: list[str | None] = [None if s == "success" else f"no image (download {s})" for s in status]
     row_of = {k: i for i, k in enumerate(keys) if status[i] == "success"}
     device = models[0].device
-    img = _ImageEmbeddings(models)
-    txt = {m.name: _nan_buffer(n, m, device) for m in models}
+    img, txt = _Embeddings(models), _Embeddings(models)
     seen = np.zeros(n, dtype=bool)
 
+    # captions of similar length together: the text tower runs only to each batch's longest one
+    by_length = np.argsort([len(t) if by_caption_length else 0 for t in texts], kind="stable")
+    ordered = [texts[i] for i in by_length]
     if tokenizer_pool is not None:  # starts now, runs while the images are embedded
-        token_batches = tokenizer_pool.submit(texts, batch_size)
+        token_batches = tokenizer_pool.submit(ordered, batch_size)
     else:
-        token_batches = _prefetch(tokenize_inline(models, texts, batch_size), depth=4)
+        token_batches = _prefetch(tokenize_inline(models, ordered, batch_size), depth=4)
     counters: dict[str, int] = {}
     decode_s = time.time()
     if decode_workers is not None:
@@ -488,10 +492,10 @@ def embed_shard(
         batches = _prefetch(
             _image_batches(tar, row_of, models, batch_size, gpu_decode, errors, counters), depth=3
         )
-    captions = _Captions(models, iter(token_batches), txt)
+    captions = _Captions(models, iter(token_batches), by_length, txt)
     try:
         for batch in batches:
-            img.add(batch)
+            img.add_images(batch)
             seen[batch.rows] = True
             captions.embed(upto=int(seen.sum()))
         _sync(device)
@@ -507,7 +511,7 @@ def embed_shard(
 
     arrays, scores = {}, {}
     for m in models:
-        im, tx = img.gathered(m, n), txt[m.name].cpu().numpy()
+        im, tx = img.gathered(m, n), txt.gathered(m, n)
         scores[m.name] = np.einsum("ij,ij->i", im, tx).astype(np.float32)  # NaN where no image
         arrays[f"{m.name}_img"] = im.astype(np.float16)
         arrays[f"{m.name}_txt"] = tx.astype(np.float16)
@@ -528,17 +532,25 @@ def embed_shard(
     }
 
 
-class _ImageEmbeddings:
-    """Every model's normalised image embeddings, batch by batch. They stay on the device in the order
-    the batches came (indexing rows there would copy indices to the GPU each batch, and a copy from
-    pageable memory waits for all queued kernels) and go to their rows once, on the host, at the end."""
+class _Embeddings:
+    """Every model's normalised embeddings, batch by batch. They stay on the device in the order the
+    batches came (indexing rows there would copy indices to the GPU each batch, and a copy from pageable
+    memory waits for all queued kernels) and go to their rows once, on the host, at the end."""
 
     def __init__(self, models: list[ClipModel]) -> None:
         self.models = models
         self.rows: list[np.ndarray] = []
         self.parts: dict[str, list[Any]] = {m.name: [] for m in models}
 
-    def add(self, batch: ImageBatch) -> None:
+    def add(self, rows: np.ndarray, outputs: dict[str, Any]) -> None:
+        import torch
+
+        for name, x in outputs.items():
+            self.parts[name].append(torch.nn.functional.normalize(x.float(), dim=-1))
+        self.rows.append(rows)
+
+    def add_images(self, batch: ImageBatch) -> None:
+        """Run every model's image tower on a batch."""
         import torch
 
         if batch.ready is not None:  # made on another stream: wait for it, keep its memory till used here
@@ -547,15 +559,18 @@ class _ImageEmbeddings:
             for pixels in batch.pixels.values():
                 pixels.record_stream(stream)
         with torch.inference_mode():
-            for m in self.models:
-                x = m.model.encode_image(batch.pixels[m.name].to(m.device, m.dtype))
-                self.parts[m.name].append(torch.nn.functional.normalize(x.float(), dim=-1))
+            self.add(
+                batch.rows,
+                {
+                    m.name: m.model.encode_image(batch.pixels[m.name].to(m.device, m.dtype))
+                    for m in self.models
+                },
+            )
         if batch.release is not None:
             batch.release()
-        self.rows.append(batch.rows)
 
     def gathered(self, model: ClipModel, n: int) -> np.ndarray:
-        """(n, dim) float32 on the host, NaN in rows without an image."""
+        """(n, dim) float32 on the host, NaN in rows without an embedding."""
         import torch
 
         out = np.full((n, model.embed_dim), np.nan, dtype=np.float32)
@@ -565,16 +580,20 @@ class _ImageEmbeddings:
 
 
 class _Captions:
-    """Caption batches embedded between image batches, so the GPU keeps busy while the decoders work
-    and few captions are left for after the last image."""
+    """Caption batches (in `order`, rows by caption length) embedded between image batches, so the GPU
+    keeps busy while the decoders work and few captions are left for after the last image."""
 
     def __init__(
-        self, models: list[ClipModel], batches: Iterator[tuple[int, dict[str, Any]]], out: dict
+        self,
+        models: list[ClipModel],
+        batches: Iterator[tuple[int, dict[str, Any]]],
+        order: np.ndarray,
+        out: _Embeddings,
     ) -> None:
-        self.models, self.batches, self.out, self.done = models, batches, out, 0
+        self.models, self.batches, self.order, self.out, self.done = models, batches, order, out, 0
 
     def embed(self, upto: int) -> None:
-        """Embed batches until rows below `upto` are done (or none are left)."""
+        """Embed batches until `upto` captions are done (or none are left)."""
         import torch
 
         from curate.clipmodels import encode_text_trimmed
@@ -582,12 +601,10 @@ class _Captions:
         while self.done < upto and (item := next(self.batches, None)) is not None:
             start, tokens = item
             with torch.inference_mode():
-                for m in self.models:
-                    x = encode_text_trimmed(m.model, tokens[m.name])
-                    self.out[m.name][start : start + len(x)] = torch.nn.functional.normalize(
-                        x.float(), dim=-1
-                    )
-            self.done = start + len(x)
+                outputs = {m.name: encode_text_trimmed(m.model, tokens[m.name]) for m in self.models}
+            count = len(next(iter(outputs.values())))
+            self.out.add(self.order[start : start + count], outputs)
+            self.done = start + count
 
 
 def _sync(device: str) -> None:
@@ -596,12 +613,6 @@ def _sync(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
-
-
-def _nan_buffer(n: int, model: ClipModel, device: str) -> Any:
-    import torch
-
-    return torch.full((n, model.embed_dim), float("nan"), dtype=torch.float32, device=device)
 
 
 def _without_our_columns(table: pa.Table) -> pa.Table:

@@ -210,6 +210,11 @@ class DecodeWorkers:
         self._router = threading.Thread(target=self._route_results, daemon=True, name="curate-decode-router")
         self._router.start()
 
+    @property
+    def broken(self) -> bool:
+        """A worker died: every stream fails from now on; close this pool and start another."""
+        return bool(self._failure)
+
     # ------------------------------------------------------------ consumer side
 
     def stream(self, tar: Path, rows: np.ndarray, spans: list[tuple[int, int]]) -> Iterator[Decoded]:

@@ -136,12 +136,32 @@ def test_a_dead_worker_fails_the_stream_instead_of_hanging(shard) -> None:  # no
     rows, spans = _spans(tar)
     workers = DecodeWorkers(SPECS[:1], "cpu", cpu_workers=1, gpu_workers=0, batch=2)
     try:
+        assert not workers.broken
         os.kill(workers._procs[0].pid, signal.SIGKILL)
         time.sleep(0.2)
         with pytest.raises(RuntimeError, match="died"):
             _collect(workers.stream(tar, rows, spans))
+        assert workers.broken
+        stage = _stage_with(workers)
+        stage._replace_broken_decoders()  # the stage's next shard drops the broken pool
+        assert stage._decoders is None and not any(p.is_alive() for p in workers._procs)
     finally:
         workers.close()
+
+
+def _stage_with(workers: DecodeWorkers):  # noqa: ANN202
+    """An embed stage on this CPU whose decode pool is `workers` (its replacement there: none)."""
+    import threading
+
+    from curate.clipmodels import load_clip
+    from curate.config import EmbedConfig
+    from curate.stages.embed import EmbedStage
+
+    stage = EmbedStage.__new__(EmbedStage)
+    stage.embed = EmbedConfig(models=[{"name": "t", "arch": "curate-tiny-vit64"}])
+    stage._models = [load_clip(stage.embed.models[0], "cpu")]
+    stage._decoders, stage._decoders_lock = workers, threading.Lock()
+    return stage
 
 
 def test_auto_workers_share_the_host_cores_among_its_gpus() -> None:

@@ -60,6 +60,7 @@ class EmbedStage(Stage):
         self._models: list[ClipModel] | None = None
         self._tokenizers: TokenizerPool | None = None
         self._decoders: DecodeWorkers | None = None
+        self._decoders_lock = threading.Lock()  # two shards run at once on a GPU worker
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -67,7 +68,12 @@ class EmbedStage(Stage):
             "_models": None,
             "_tokenizers": None,
             "_decoders": None,
+            "_decoders_lock": None,
         }  # models are loaded where the stage runs, not shipped
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._decoders_lock = threading.Lock()
 
     def settings(self) -> Any:
         return settings_for_hash(self.embed)
@@ -119,19 +125,32 @@ class EmbedStage(Stage):
         if device.startswith("cuda") and (os.cpu_count() or 1) > 2:
             workers = min(4, (os.cpu_count() or 2) - 2)  # 4 tokenise ~60k captions/s
             self._tokenizers = TokenizerPool(self.embed.models, workers=workers)
+        self._decoders = self._start_decoders(device)
+
+    def _start_decoders(self, device: str) -> DecodeWorkers | None:
+        """Decode worker processes beside the models, when there is a GPU and the counts ask for any."""
+        assert self._models is not None
         auto_cpu, auto_gpu = auto_workers(device)
         cpu = auto_cpu if self.embed.cpu_decode_workers == "auto" else self.embed.cpu_decode_workers
         gpu = auto_gpu if self.embed.gpu_decode_workers == "auto" else self.embed.gpu_decode_workers
-        if cpu + gpu and _tensor_path(self._models, self.embed.gpu_decode):
-            specs = [PixelSpec.of(m) for m in self._models]
-            self._decoders = DecodeWorkers(
-                specs, device, cpu_workers=cpu, gpu_workers=gpu, batch=self.embed.batch_size
-            )
+        if not cpu + gpu or not _tensor_path(self._models, self.embed.gpu_decode):
+            return None
+        specs = [PixelSpec.of(m) for m in self._models]
+        return DecodeWorkers(specs, device, cpu_workers=cpu, gpu_workers=gpu, batch=self.embed.batch_size)
+
+    def _replace_broken_decoders(self) -> None:
+        """A decode worker that died (killed for memory, say) failed the shards it served; the next
+        shard gets a fresh pool instead of failing too."""
+        with self._decoders_lock:
+            if self._decoders is not None and self._decoders.broken:
+                self._decoders.close()
+                self._decoders = self._start_decoders(self._models[0].device)
 
     def run_shard(self, task: ShardTask) -> dict[str, Any]:
         if self._models is None:
             self.setup()
         assert self._models is not None
+        self._replace_broken_decoders()
         sid = task.shard_id
         tar = self.run.shards / f"{sid}.tar"
         stats = embed_shard(
@@ -310,26 +329,23 @@ def _worker_batches(
         for item in decoded:
             for key, value in item.counters.items():
                 counters[key] = counters.get(key, 0) + value
-            ok = np.asarray([e is None for e in item.errors], dtype=bool)
-            for row, err in zip(item.rows, item.errors, strict=True):
-                if err:
-                    errors[row] = err
-            if ok.any():
-                yield ImageBatch(item.rows[ok], item.pixels, item.ready, item.release)
-            else:
-                item.release()
+            batch = ImageBatch(item.rows, item.pixels, item.ready, item.release)
+            yield from _settle((batch, item.errors), errors)
     finally:
         decoded.close()
 
 
 def _settle(result: tuple[ImageBatch, list[str | None]], errors: list[str | None]) -> Iterator[ImageBatch]:
+    """Record each row's error; the batch of the rows that decoded (its pixels hold only those), if any."""
     batch, errs = result
     for row, err in zip(batch.rows, errs, strict=True):
         if err:
             errors[row] = err
     ok = np.asarray([e is None for e in errs], dtype=bool)
     if ok.any():
-        yield ImageBatch(batch.rows[ok], batch.pixels, batch.ready)
+        yield ImageBatch(batch.rows[ok], batch.pixels, batch.ready, batch.release)
+    elif batch.release is not None:
+        batch.release()
 
 
 def _decode_chunk(

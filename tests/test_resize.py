@@ -73,3 +73,17 @@ def test_a_padded_batch_gives_the_pixels_of_a_list(monkeypatch: pytest.MonkeyPat
     assert (resize_padded(padded, boxes, 48) - ref).abs().max() < 0.02
     monkeypatch.setattr(resize, "CHUNK_PIXELS", 1)  # one image per slice
     assert (resize_padded(padded, boxes, 48) - ref).abs().max() < 0.02
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (runs on the device)")
+def test_on_the_gpu_a_padded_batch_is_within_half_a_level_of_the_cpu() -> None:
+    """fp16 matmuls on the GPU (pixels exact, weights to 2^-11) against the fp32 CPU path."""
+    images, boxes = _random_crops(40, seed=3)
+    tallest, widest = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
+    padded = torch.zeros((40, tallest, widest, 3), dtype=torch.uint8)
+    for i, im in enumerate(images):
+        padded[i, : im.shape[1], : im.shape[2]] = im.permute(1, 2, 0)
+    for size in (224, 64):
+        want = resize_padded(padded, boxes, size)
+        got = resize_padded(padded.cuda(), boxes, size).cpu()
+        assert (got - want).abs().max() < 0.5, size

@@ -19,6 +19,7 @@ table and a JSON line.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import multiprocessing as mp
@@ -39,6 +40,7 @@ from curate.clipmodels import encode_text_trimmed, load_clip  # noqa: E402
 from curate.config import EmbedModelConfig  # noqa: E402
 from curate.decodeworkers import DecodeWorkers, PixelSpec  # noqa: E402
 from curate.imagedecode import TensorPreprocess, decode_pil, decode_rgb, decode_tensors  # noqa: E402
+from curate.patchconv import PatchMatmul  # noqa: E402
 from curate.stages.embed import TokenizerPool, embed_shard  # noqa: E402
 
 SHAPES = [(512, 384), (384, 512), (512, 341), (512, 512), (512, 288), (341, 512)]
@@ -93,7 +95,7 @@ WORDS = [
 ]
 
 
-def _image(i: int) -> tuple[bytes, str]:
+def _image(i: int, scale: float = 1.0) -> tuple[bytes, str]:
     from PIL import Image
 
     rng = np.random.default_rng(i)
@@ -106,6 +108,7 @@ def _image(i: int) -> tuple[bytes, str]:
         )
     else:
         w, h = SHAPES[i % len(SHAPES)]
+    w, h = max(1, round(w * scale)), max(1, round(h * scale))  # --image-scale: decoding made cheap
     base = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
     im = Image.fromarray(base).resize((w, h), Image.BICUBIC)
     arr = np.asarray(im).astype(np.int16) + rng.normal(0, 9, (h, w, 3)).astype(np.int16)
@@ -115,10 +118,10 @@ def _image(i: int) -> tuple[bytes, str]:
     return buf.getvalue(), caption
 
 
-def make_shards(out: Path, images: int, shard_size: int) -> list[tuple[Path, Path]]:
+def make_shards(out: Path, images: int, shard_size: int, scale: float = 1.0) -> list[tuple[Path, Path]]:
     out.mkdir(parents=True, exist_ok=True)
     with mp.Pool(os.cpu_count()) as pool:
-        made = pool.map(_image, range(images), chunksize=64)
+        made = pool.map(functools.partial(_image, scale=scale), range(images), chunksize=64)
     shards = []
     for s, start in enumerate(range(0, images, shard_size)):
         tar, meta = out / f"{s:08d}.tar", out / f"{s:08d}.parquet"
@@ -293,6 +296,17 @@ def decoders_alone(decoders: DecodeWorkers, shards: list[tuple[Path, Path]]) -> 
     return {"img_s": round(n / seconds, 1), "chunks": chunks, "cpu_ms_per_img": used}
 
 
+def _restore_conv(model) -> None:
+    """Undo load_clip's curate.patchconv swap: the patch embedding back on cuDNN's convolution."""
+    import torch
+
+    patch = model.model.visual.conv1
+    if isinstance(patch, PatchMatmul):
+        conv = torch.nn.Conv2d(3, patch.weight.shape[0], patch.patch, stride=patch.patch, bias=False)
+        conv.weight = patch.weight
+        model.model.visual.conv1 = conv.to(patch.weight.device, patch.weight.dtype)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -306,6 +320,13 @@ def main() -> None:
         default="0:0,12:2@2",
         help="CPU:GPU decode workers[@shards at once], a run each (0:0: decoding in the model's process)",
     )
+    ap.add_argument(
+        "--image-scale",
+        type=float,
+        default=1.0,
+        help="image sides times this (e.g. 0.125: decoding nearly free, the rest of the pipeline's ceiling)",
+    )
+    ap.add_argument("--conv", action="store_true", help="patch embedding by cuDNN's convolution (A/B)")
     ap.add_argument("--parity", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--out", default="")
@@ -315,7 +336,7 @@ def main() -> None:
 
         torch.set_num_threads(os.cpu_count() or 1)
     data = Path(args.data)
-    shards = make_shards(data / "shards", args.images, args.shard_size)
+    shards = make_shards(data / "shards", args.images, args.shard_size, args.image_scale)
     warm = make_shards(data / "warm", 512, 512)[0]
     texts = pq.read_table(shards[0][1]).column("text").to_pylist()
     batches = dict(kv.split("=") for kv in args.batch.split(","))
@@ -325,6 +346,8 @@ def main() -> None:
         if args.profile:
             print("profile", arch, json.dumps(profile(arch, args.device, shards[0], batch)), flush=True)
         model = load_clip(EmbedModelConfig(name="m", arch=arch), args.device)
+        if args.conv:
+            _restore_conv(model)
         ceiling = model_only(model, args.device, batch, texts)
         pool = TokenizerPool([EmbedModelConfig(name="m", arch=arch)], 4) if args.device != "cpu" else None
         for workers in args.decoders.split(","):
@@ -364,6 +387,7 @@ def main() -> None:
                 "batch": batch,
                 "images": args.images,
                 "decoders": workers,
+                "patch_embedding": "conv" if args.conv else "matmul",
                 "pinned": pinned,
                 "end_to_end_img_s": round(e2e, 1),
                 "model_only_image_img_s": round(ceiling["image"], 1),

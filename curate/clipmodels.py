@@ -240,6 +240,8 @@ def load_clip(spec: EmbedModelConfig, device: str = "cpu", bf16: bool | None = N
     import open_clip
     import torch
 
+    from curate.patchconv import swap_patch_conv
+
     if spec.from_pipeline is not None and not spec.pretrained:
         raise CurateError(f"embed model {spec.name}: {spec.from_pipeline.config} has not trained it yet")
     register(spec)
@@ -253,6 +255,8 @@ def load_clip(spec: EmbedModelConfig, device: str = "cpu", bf16: bool | None = N
     model.eval()
     dtype = torch.bfloat16 if bf16 else torch.float32
     model.to(dtype)
+    if device.startswith("cuda"):
+        swap_patch_conv(model)  # cuDNN's kernel for it is slow; the same sums as one matmul
     cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size

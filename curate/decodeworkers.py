@@ -4,7 +4,7 @@ beside the model's process, on the CPU cores first and on the GPU when the cores
 Why: every image decoded on the GPU costs GPU time that adds to the model's. Measured on an H200
 (bench/embed.py): nvJPEG decoding plus resizing takes ~60 us of GPU time per 512 px JPEG, in the
 model's process (where its syncs also stall the model) or in other processes (CUDA contexts take turns,
-so their kernels never overlap the model's); ViT-B/32 image + text towers take ~44 us. So:
+so their kernels never overlap the model's); ViT-B/32 image + text towers take ~37 us. So:
 
 - CPU workers (`cpu_workers`) decode with libjpeg-turbo (PIL's pixels) and resize and centre-crop on
   the CPU (torch's uint8 antialiased bicubic, within 2 levels of PIL's) into shared-memory slots, which

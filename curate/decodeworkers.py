@@ -1,10 +1,11 @@
 """Decode workers for the embed stage on a GPU: processes that turn a shard's JPEGs into model inputs
 beside the model's process, on the CPU cores first and on the GPU when the cores fall behind.
 
-Why: every image decoded on the GPU costs GPU time that adds to the model's. Measured on an H200
-(bench/embed.py): nvJPEG decoding plus resizing takes ~60 us of GPU time per 512 px JPEG, in the
-model's process (where its syncs also stall the model) or in other processes (CUDA contexts take turns,
-so their kernels never overlap the model's); ViT-B/32 image + text towers take ~37 us. So:
+Why: decoding on the GPU slows the model more than its kernels' time suggests. Measured on an H200
+(bench/embed.py, torch.profiler): nvJPEG's kernels take ~7 us per 512 px JPEG and the resize ~11-14 us,
+yet with nvJPEG alone ViT-B/32 (two towers ~37-44 us an image) ran at 7,600-8,500 img/s end to end,
+whether decoding in the model's process or in 1 to 4 other processes (whose CUDA contexts take turns
+with the model's). CPU decoding costs the GPU only a copy. So:
 
 - CPU workers (`cpu_workers`) decode with libjpeg-turbo (PIL's pixels) and resize and centre-crop on
   the CPU (torch's uint8 antialiased bicubic, within 2 levels of PIL's) into shared-memory slots, which

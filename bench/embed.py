@@ -302,8 +302,9 @@ def _restore_conv(model) -> None:
 
     patch = model.model.visual.conv1
     if isinstance(patch, PatchMatmul):
-        conv = torch.nn.Conv2d(3, patch.weight.shape[0], patch.patch, stride=patch.patch, bias=False)
-        conv.weight = patch.weight
+        out, inp = patch.weight.shape[:2]
+        conv = torch.nn.Conv2d(inp, out, patch.patch, stride=patch.patch, bias=patch.bias is not None)
+        conv.weight, conv.bias = patch.weight, patch.bias
         model.model.visual.conv1 = conv.to(patch.weight.device, patch.weight.dtype)
 
 

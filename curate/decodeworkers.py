@@ -3,7 +3,7 @@ beside the model's process, on the CPU cores first and on the GPU when the cores
 
 Why: decoding on the GPU slows the model more than its kernels' time suggests. Measured on an H200
 (bench/embed.py, torch.profiler): nvJPEG's kernels take ~7 us per 512 px JPEG and the resize ~11-14 us,
-yet with nvJPEG alone ViT-B/32 (two towers ~37-44 us an image) ran at 7,600-8,500 img/s end to end,
+yet with nvJPEG alone ViT-B/32 (two towers ~37-44 us an image) ran at 7,600-8,500 img/s over 4 shards,
 whether decoding in the model's process or in 1 to 4 other processes (whose CUDA contexts take turns
 with the model's). CPU decoding costs the GPU only a copy. So:
 

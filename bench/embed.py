@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import inspect
 import io
 import json
 import multiprocessing as mp
@@ -122,10 +124,12 @@ def _image(i: int, scale: float = 1.0) -> tuple[bytes, str]:
 
 
 def make_shards(out: Path, images: int, shard_size: int, scale: float = 1.0) -> list[tuple[Path, Path]]:
-    """Synthetic shards in `out`, reused when a finished earlier call made the same ones (160,000 images
-    take ~2 minutes on 16 cores, a good part of a device call)."""
+    """Synthetic shards in `out`, reused when a finished earlier call made the same ones with this same
+    image generator (160,000 images take ~2 minutes on 16 cores, a good part of a device call)."""
     out.mkdir(parents=True, exist_ok=True)
-    recipe, made_file = {"images": images, "shard_size": shard_size, "scale": scale}, out / "made.json"
+    generator = hashlib.sha1((inspect.getsource(_image) + repr((SHAPES, WORDS))).encode()).hexdigest()
+    recipe = {"images": images, "shard_size": shard_size, "scale": scale, "generator": generator}
+    made_file = out / "made.json"
     names = [(out / f"{s:08d}.tar", out / f"{s:08d}.parquet") for s in range(-(-images // shard_size))]
     if made_file.exists() and json.loads(made_file.read_text()) == recipe:
         print(f"reusing {images} images in {len(names)} shards", flush=True)
